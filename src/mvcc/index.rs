@@ -1,0 +1,229 @@
+//! The in-memory ordered index: user key -> [`KeyIndex`].
+//!
+//! Answers "which revision holds key K at revision R" for single keys and key
+//! ranges, in key order. It holds no values; those live in the revision
+//! records on disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use super::key_index::{KeyAt, KeyIndex};
+use super::revision::Revision;
+
+/// A set of user keys, as etcd's `(key, range_end)` pair describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Span {
+    /// Exactly one key (`range_end` empty).
+    Key(Vec<u8>),
+    /// `[start, end)`; empty when `end <= start`.
+    Range(Vec<u8>, Vec<u8>),
+    /// Every key `>= start` (`range_end == "\0"`).
+    From(Vec<u8>),
+}
+
+impl Span {
+    pub fn from_etcd(key: &[u8], range_end: &[u8]) -> Span {
+        match range_end {
+            [] => Span::Key(key.to_vec()),
+            [0] => Span::From(key.to_vec()),
+            end => Span::Range(key.to_vec(), end.to_vec()),
+        }
+    }
+
+    pub fn contains(&self, k: &[u8]) -> bool {
+        match self {
+            Span::Key(key) => k == key.as_slice(),
+            Span::Range(a, b) => a.as_slice() <= k && k < b.as_slice(),
+            Span::From(a) => a.as_slice() <= k,
+        }
+    }
+
+    /// True when no key can be inside.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Span::Range(a, b) if b <= a)
+    }
+
+    /// Byte bounds of the span (for an empty span, an empty range).
+    pub fn bounds(&self) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        match self {
+            Span::Key(k) => (Bound::Included(k.clone()), Bound::Included(k.clone())),
+            Span::Range(a, b) if b <= a => (Bound::Included(a.clone()), Bound::Excluded(a.clone())),
+            Span::Range(a, b) => (Bound::Included(a.clone()), Bound::Excluded(b.clone())),
+            Span::From(a) => (Bound::Included(a.clone()), Bound::Unbounded),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TreeIndex {
+    keys: BTreeMap<Vec<u8>, KeyIndex>,
+}
+
+impl TreeIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of keys with any history in memory (live or not).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn key_index(&self, key: &[u8]) -> Option<&KeyIndex> {
+        self.keys.get(key)
+    }
+
+    pub fn get(&self, key: &[u8], at: i64) -> Option<KeyAt> {
+        self.keys.get(key)?.get(at)
+    }
+
+    /// Every key of `span` that existed at `at`, in key order.
+    pub fn range(&self, span: &Span, at: i64) -> Vec<(Vec<u8>, KeyAt)> {
+        if span.is_empty() {
+            return Vec::new();
+        }
+        if let Span::Key(k) = span {
+            return self
+                .get(k, at)
+                .map(|a| (k.clone(), a))
+                .into_iter()
+                .collect();
+        }
+        self.keys
+            .range::<Vec<u8>, _>(span.bounds())
+            .filter_map(|(k, ki)| ki.get(at).map(|a| (k.clone(), a)))
+            .collect()
+    }
+
+    /// Keys of `span` changed at or after `since`, with those revisions.
+    pub fn range_since(&self, span: &Span, since: i64) -> Vec<(Vec<u8>, Revision)> {
+        if span.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (k, ki) in self.keys.range::<Vec<u8>, _>(span.bounds()) {
+            out.extend(ki.since(since).into_iter().map(|r| (k.clone(), r)));
+        }
+        out
+    }
+
+    pub fn put(&mut self, key: &[u8], rev: Revision) {
+        match self.keys.get_mut(key) {
+            Some(ki) => ki.put(rev),
+            None => {
+                let mut ki = KeyIndex::new();
+                ki.put(rev);
+                self.keys.insert(key.to_vec(), ki);
+            }
+        }
+    }
+
+    /// Deletes the live key at `rev`; false (no change) if it is not live.
+    pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> bool {
+        self.keys.get_mut(key).is_some_and(|ki| ki.tombstone(rev))
+    }
+
+    /// Adds a live key restored from its persisted summary.
+    pub fn restore(&mut self, key: Vec<u8>, created: Revision, modified: Revision, ver: i64) {
+        let prev = self
+            .keys
+            .insert(key, KeyIndex::restore(created, modified, ver));
+        assert!(prev.is_none(), "restore of a key already in the index");
+    }
+
+    /// Compacts every key at `at`; returns the revisions kept.
+    pub fn compact(&mut self, at: i64) -> BTreeSet<Revision> {
+        let mut keep = BTreeSet::new();
+        self.keys.retain(|_, ki| {
+            ki.compact(at, &mut keep);
+            !ki.is_empty()
+        });
+        keep
+    }
+
+    /// The revisions a compaction at `at` would keep.
+    pub fn keep(&self, at: i64) -> BTreeSet<Revision> {
+        let mut keep = BTreeSet::new();
+        for ki in self.keys.values() {
+            ki.keep(at, &mut keep);
+        }
+        keep
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(main: i64) -> Revision {
+        Revision::new(main, 0)
+    }
+
+    #[test]
+    fn span_from_etcd() {
+        assert_eq!(Span::from_etcd(b"a", b""), Span::Key(b"a".to_vec()));
+        assert_eq!(Span::from_etcd(b"a", b"\0"), Span::From(b"a".to_vec()));
+        assert_eq!(
+            Span::from_etcd(b"a", b"c"),
+            Span::Range(b"a".to_vec(), b"c".to_vec())
+        );
+        assert!(Span::from_etcd(b"c", b"a").is_empty());
+        assert!(Span::from_etcd(b"a", b"a").is_empty());
+        let s = Span::from_etcd(b"a", b"c");
+        assert!(s.contains(b"a") && s.contains(b"b\xff") && !s.contains(b"c"));
+    }
+
+    #[test]
+    fn range_at_revisions() {
+        let mut t = TreeIndex::new();
+        t.put(b"a", r(1));
+        t.put(b"b", r(2));
+        t.put(b"c", r(3));
+        assert!(t.tombstone(b"b", r(4)));
+        t.put(b"a", r(5));
+        let keys = |span: &Span, at| -> Vec<(String, i64)> {
+            t.range(span, at)
+                .into_iter()
+                .map(|(k, a)| (String::from_utf8(k).unwrap(), a.modified.main))
+                .collect()
+        };
+        let all = Span::From(b"a".to_vec());
+        // (at, want)
+        let cases: &[(i64, &[(&str, i64)])] = &[
+            (0, &[]),
+            (1, &[("a", 1)]),
+            (3, &[("a", 1), ("b", 2), ("c", 3)]),
+            (4, &[("a", 1), ("c", 3)]),
+            (5, &[("a", 5), ("c", 3)]),
+        ];
+        for (i, (at, want)) in cases.iter().enumerate() {
+            let want: Vec<(String, i64)> = want.iter().map(|(k, m)| (k.to_string(), *m)).collect();
+            assert_eq!(keys(&all, *at), want, "case #{i}: at {at}");
+        }
+        assert_eq!(
+            keys(&Span::Range(b"b".to_vec(), b"c".to_vec()), 3),
+            [("b".into(), 2)]
+        );
+        assert_eq!(keys(&Span::Key(b"c".to_vec()), 5), [("c".into(), 3)]);
+        assert_eq!(
+            t.range_since(&all, 4),
+            [(b"a".to_vec(), r(5)), (b"b".to_vec(), r(4))]
+        );
+    }
+
+    #[test]
+    fn compact_drops_dead_keys() {
+        let mut t = TreeIndex::new();
+        t.put(b"a", r(1));
+        t.put(b"b", r(2));
+        assert!(t.tombstone(b"a", r(3)));
+        let keep = t.compact(3);
+        assert_eq!(keep.into_iter().collect::<Vec<_>>(), [r(2)]);
+        assert_eq!(t.len(), 1);
+        assert!(t.key_index(b"a").is_none());
+    }
+}

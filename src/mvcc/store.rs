@@ -1,0 +1,1097 @@
+//! The revision store: etcd's KV semantics over a [`Backend`].
+//!
+//! Concurrency: one writer at a time (the member's applier) builds a group of
+//! requests in a [`Writer`] and commits it as one atomic batch; readers run
+//! concurrently. The in-memory index may hold revisions newer than the
+//! published `current_rev` while a group is being built, but readers only
+//! ever read at `<= current_rev`, which advances after the batch is in the
+//! backend. Readers take a backend snapshot under the index lock, so every
+//! record the index points to is in their snapshot.
+//!
+//! Persisted per change (one batch per group):
+//! ```text
+//! Rev        rev key (17/18 B)       -> mvccpb.KeyValue  (etcd's record)
+//! KeyHistory esc(key) 00 00 rev      -> put | tombstone
+//! KeyLive    key                     -> created, modified, version, lease
+//! Meta       mvcc/revision           -> current main revision
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use prost::Message;
+
+use super::disk::{self, LiveKey};
+use super::index::{Span, TreeIndex};
+use super::revision::Revision;
+use super::{MvccError, Result, USER_KEY_BYTES_MAX};
+use crate::proto::etcdserverpb::{
+    compare, range_request, request_op, response_op, Compare, DeleteRangeRequest,
+    DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use crate::proto::mvccpb::KeyValue;
+use crate::storage::{Backend, Batch, Partition, ReadView};
+
+/// Published state, guarded by one lock so that readers see the index,
+/// the current revision and the compaction point together.
+struct State {
+    index: TreeIndex,
+    /// Highest revision whose records are in the backend.
+    current_rev: i64,
+    /// Reads below this revision fail with `Compacted`.
+    compact_rev: i64,
+    /// The in-memory index answers reads at `>= floor`; below it, the
+    /// on-disk key history does (the index was rebuilt at `floor` from live
+    /// keys only).
+    floor: i64,
+}
+
+/// Physical compaction in progress: records `<= target` not kept are deleted
+/// in steps, walking the key history from `cursor`.
+#[derive(Debug, Clone)]
+struct DiskCompaction {
+    target: i64,
+    cursor: Option<Vec<u8>>,
+}
+
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    state: RwLock<State>,
+    disk_compaction: Mutex<Option<DiskCompaction>>,
+}
+
+/// Result of a range read (header revision is the store's current revision).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    pub count: i64,
+    pub more: bool,
+}
+
+/// One change made by a committed group, in revision order. For a delete,
+/// `kv` holds the key and `mod_revision` only.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub rev: Revision,
+    pub tombstone: bool,
+    pub kv: KeyValue,
+}
+
+/// What a group commit published.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub revision: i64,
+    pub changes: Vec<Change>,
+    /// A compaction applied in this group (its revision).
+    pub compacted: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashKv {
+    pub hash: u32,
+    pub compact_revision: i64,
+    pub current_revision: i64,
+}
+
+/// Status of the physical compaction after one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskCompactStatus {
+    Idle,
+    InProgress,
+    Finished(i64),
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+fn check_user_key(key: &[u8]) -> Result<()> {
+    if key.len() > USER_KEY_BYTES_MAX {
+        return Err(MvccError::KeyTooLarge {
+            len: key.len(),
+            max: USER_KEY_BYTES_MAX,
+        });
+    }
+    Ok(())
+}
+
+fn meta_i64(view: &dyn ReadView, key: &[u8]) -> Result<i64> {
+    match view.get(Partition::Meta, key)? {
+        Some(v) => disk::decode_i64(&String::from_utf8_lossy(key), &v),
+        None => Ok(0),
+    }
+}
+
+fn decode_kv(rev: Revision, bytes: &[u8]) -> Result<KeyValue> {
+    KeyValue::decode(bytes).map_err(|e| MvccError::Corrupt(format!("record {rev}: {e}")))
+}
+
+// ------------------------------------------------------------------ reads
+
+/// Where to find record values: the backend (or a snapshot of it), plus the
+/// uncommitted changes of the group being built.
+struct Records<'a> {
+    view: &'a dyn ReadView,
+    overlay: Option<(&'a HashMap<Revision, usize>, &'a [Change])>,
+}
+
+impl Records<'_> {
+    fn kv(&self, rev: Revision) -> Result<KeyValue> {
+        if let Some((idx, changes)) = self.overlay {
+            if let Some(&i) = idx.get(&rev) {
+                return Ok(changes[i].kv.clone());
+            }
+        }
+        match self.view.get(Partition::Rev, &rev.to_key(false))? {
+            Some(v) => decode_kv(rev, &v),
+            None => Err(MvccError::Corrupt(format!(
+                "the index points at revision {rev} but its record is missing"
+            ))),
+        }
+    }
+
+    /// Keys of `span` alive at `at` and their revisions, from the on-disk
+    /// key history (for reads below the index floor).
+    fn disk_revs_at(&self, span: &Span, at: i64) -> Result<Vec<(Vec<u8>, Revision)>> {
+        if span.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (lo, hi) = span.bounds();
+        let lo = match lo {
+            Bound::Included(k) => Bound::Included(disk::history_prefix(&k)),
+            _ => Bound::Unbounded,
+        };
+        let hi = match (span, hi) {
+            (Span::Key(k), _) => Bound::Excluded(disk::history_key(k, Revision::new(at + 1, 0))),
+            (_, Bound::Excluded(k)) => Bound::Excluded(disk::history_prefix(&k)),
+            _ => Bound::Unbounded,
+        };
+        let mut out: Vec<(Vec<u8>, Revision)> = Vec::new();
+        // (key, newest entry <= at, is tombstone)
+        let mut cur: Option<(Vec<u8>, Revision, bool)> = None;
+        let flush = |cur: Option<(Vec<u8>, Revision, bool)>, out: &mut Vec<_>| {
+            if let Some((k, r, false)) = cur {
+                out.push((k, r));
+            }
+        };
+        for item in self.view.scan(Partition::KeyHistory, (lo, hi), false) {
+            let (k, v) = item?;
+            let e = disk::decode_history(&k, &v)?;
+            let same = cur.as_ref().is_some_and(|(ck, _, _)| *ck == e.key);
+            if !same {
+                flush(cur.take(), &mut out);
+            }
+            if e.rev.main <= at {
+                cur = Some((e.key, e.rev, e.tombstone));
+            } else if !same {
+                cur = None;
+            }
+        }
+        flush(cur, &mut out);
+        Ok(out)
+    }
+}
+
+/// Decides the revision of a read: `0` means current.
+fn read_revision(requested: i64, current: i64, compact: i64) -> Result<i64> {
+    let at = if requested <= 0 { current } else { requested };
+    if at > current {
+        return Err(MvccError::FutureRev);
+    }
+    if at < compact {
+        return Err(MvccError::Compacted);
+    }
+    Ok(at)
+}
+
+fn sort_key_cmp(
+    target: range_request::SortTarget,
+) -> impl Fn(&KeyValue, &KeyValue) -> std::cmp::Ordering {
+    use range_request::SortTarget as T;
+    move |a, b| match target {
+        T::Key => a.key.cmp(&b.key),
+        T::Version => a.version.cmp(&b.version),
+        T::Create => a.create_revision.cmp(&b.create_revision),
+        T::Mod => a.mod_revision.cmp(&b.mod_revision),
+        T::Value => a.value.cmp(&b.value),
+    }
+}
+
+/// Completes a range once the matching keys and revisions are known:
+/// fetch, filter, sort, limit, exactly as etcd's applier does.
+fn finish_range(
+    req: &RangeRequest,
+    revs: Vec<(Vec<u8>, Revision)>,
+    records: &Records<'_>,
+) -> Result<RangeResult> {
+    use range_request::{SortOrder, SortTarget};
+    let count = revs.len() as i64;
+    if req.count_only {
+        return Ok(RangeResult {
+            kvs: Vec::new(),
+            count,
+            more: false,
+        });
+    }
+    let target = SortTarget::try_from(req.sort_target).unwrap_or(SortTarget::Key);
+    let mut order = SortOrder::try_from(req.sort_order).unwrap_or(SortOrder::None);
+    if order == SortOrder::None && target != SortTarget::Key {
+        order = SortOrder::Ascend;
+    }
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    let needs_all = filtered || order != SortOrder::None || req.limit <= 0;
+    let fetch = if needs_all {
+        revs.len()
+    } else {
+        revs.len().min(req.limit as usize + 1)
+    };
+    let mut kvs = Vec::with_capacity(fetch);
+    for (_, rev) in revs.into_iter().take(fetch) {
+        kvs.push(records.kv(rev)?);
+    }
+    let bound = |v: i64, lo: i64, hi: i64| (lo == 0 || v >= lo) && (hi == 0 || v <= hi);
+    if filtered {
+        kvs.retain(|kv| {
+            bound(kv.mod_revision, req.min_mod_revision, req.max_mod_revision)
+                && bound(
+                    kv.create_revision,
+                    req.min_create_revision,
+                    req.max_create_revision,
+                )
+        });
+    }
+    match order {
+        SortOrder::None => {}
+        SortOrder::Ascend => kvs.sort_by(sort_key_cmp(target)),
+        SortOrder::Descend => {
+            let cmp = sort_key_cmp(target);
+            // Stable and reversed: ties keep key-ascending order, as etcd's
+            // insertion sort does.
+            kvs.sort_by(|a, b| cmp(b, a));
+        }
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(RangeResult { kvs, count, more })
+}
+
+/// Keys of `span` alive at `at`: from memory at or above the floor, from the
+/// disk history below it.
+fn revs_at(
+    st: &State,
+    records: &Records<'_>,
+    span: &Span,
+    at: i64,
+) -> Result<Vec<(Vec<u8>, Revision)>> {
+    if at >= st.floor {
+        Ok(st
+            .index
+            .range(span, at)
+            .into_iter()
+            .map(|(k, a)| (k, a.modified))
+            .collect())
+    } else {
+        records.disk_revs_at(span, at)
+    }
+}
+
+impl Store {
+    /// Opens the store over `backend`, rebuilding the index from the live-key
+    /// summaries (never from history or values).
+    pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
+        let current_rev = meta_i64(backend.as_ref(), disk::META_REVISION)?;
+        let scheduled = meta_i64(backend.as_ref(), disk::META_COMPACT_SCHEDULED)?;
+        let finished = meta_i64(backend.as_ref(), disk::META_COMPACT_FINISHED)?;
+        let mut index = TreeIndex::new();
+        for item in backend.scan(
+            Partition::KeyLive,
+            (Bound::Unbounded, Bound::Unbounded),
+            false,
+        ) {
+            let (k, v) = item?;
+            let live = LiveKey::decode(&v)?;
+            if live.modified.main > current_rev || live.version < 1 {
+                return Err(MvccError::Corrupt(format!(
+                    "live key {k:02x?}: {live:?} beyond revision {current_rev}"
+                )));
+            }
+            index.restore(k, live.created, live.modified, live.version);
+        }
+        let disk_compaction = (scheduled > finished).then_some(DiskCompaction {
+            target: scheduled,
+            cursor: None,
+        });
+        tracing::debug!(
+            current_rev,
+            compact_rev = scheduled,
+            live_keys = index.len(),
+            "mvcc store restored"
+        );
+        Ok(Self {
+            backend,
+            state: RwLock::new(State {
+                index,
+                current_rev,
+                compact_rev: scheduled,
+                floor: current_rev,
+            }),
+            disk_compaction: Mutex::new(disk_compaction),
+        })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn current_revision(&self) -> i64 {
+        self.read().current_rev
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.read().compact_rev
+    }
+
+    /// Number of live keys.
+    pub fn live_keys(&self) -> usize {
+        let st = self.read();
+        st.index
+            .range(&Span::From(Vec::new()), st.current_rev)
+            .len()
+    }
+
+    /// A read at a consistent revision. Returns the result and the store's
+    /// current revision (the response header's revision).
+    pub fn range(&self, req: &RangeRequest) -> Result<(RangeResult, i64)> {
+        let span = Span::from_etcd(&req.key, &req.range_end);
+        let (snap, current, at, mem_revs) = {
+            let st = self.read();
+            let at = read_revision(req.revision, st.current_rev, st.compact_rev)?;
+            let snap = self.backend.snapshot();
+            let mem = (at >= st.floor).then(|| {
+                st.index
+                    .range(&span, at)
+                    .into_iter()
+                    .map(|(k, a)| (k, a.modified))
+                    .collect::<Vec<_>>()
+            });
+            (snap, st.current_rev, at, mem)
+        };
+        let records = Records {
+            view: snap.as_ref(),
+            overlay: None,
+        };
+        let revs = match mem_revs {
+            Some(r) => r,
+            None => records.disk_revs_at(&span, at)?,
+        };
+        Ok((finish_range(req, revs, &records)?, current))
+    }
+
+    /// Starts a group of mutating requests. `lease_exists` answers whether a
+    /// lease id is granted (puts naming another lease fail).
+    pub fn writer<'s>(&'s self, lease_exists: &'s dyn Fn(i64) -> bool) -> Writer<'s> {
+        let rev = self.read().current_rev;
+        Writer {
+            store: self,
+            lease_exists,
+            batch: Batch::new(),
+            live: BTreeMap::new(),
+            changes: Vec::new(),
+            overlay: HashMap::new(),
+            rev,
+            compacted: None,
+        }
+    }
+
+    /// Records (revision order) with `from <= main <= to`, for watchers
+    /// catching up and for tests.
+    pub fn changes_between(&self, from: i64, to: i64) -> Result<Vec<Change>> {
+        let lo = Revision::new(from, 0).to_key(false);
+        let hi = Revision::new(to.saturating_add(1), 0).to_key(false);
+        let snap = self.backend.snapshot();
+        let mut out = Vec::new();
+        for item in snap.scan(
+            Partition::Rev,
+            (Bound::Included(lo), Bound::Excluded(hi)),
+            false,
+        ) {
+            let (k, v) = item?;
+            let (rev, tombstone) = Revision::from_key(&k)
+                .ok_or_else(|| MvccError::Corrupt(format!("record key {k:02x?}")))?;
+            let mut kv = decode_kv(rev, &v)?;
+            if tombstone {
+                kv.mod_revision = rev.main;
+            }
+            out.push(Change { rev, tombstone, kv });
+        }
+        Ok(out)
+    }
+
+    /// etcd's HashKV: CRC-32C over the records up to `rev` (0 = current),
+    /// counting compacted history only as what a compaction keeps, so the
+    /// hash is the same before and after physical compaction.
+    pub fn hash_kv(&self, rev: i64) -> Result<HashKv> {
+        let (snap, current, compact) = {
+            let st = self.read();
+            (self.backend.snapshot(), st.current_rev, st.compact_rev)
+        };
+        let at = if rev <= 0 { current } else { rev };
+        if at > current {
+            return Err(MvccError::FutureRev);
+        }
+        if at < compact {
+            return Err(MvccError::Compacted);
+        }
+        let hi = Revision::new(at.saturating_add(1), 0).to_key(false);
+        let mut crc = crc32c::crc32c(b"key");
+        for item in snap.scan(
+            Partition::Rev,
+            (Bound::Unbounded, Bound::Excluded(hi)),
+            false,
+        ) {
+            let (k, v) = item?;
+            let (r, tombstone) = Revision::from_key(&k)
+                .ok_or_else(|| MvccError::Corrupt(format!("record key {k:02x?}")))?;
+            if r.main <= compact && !kept_by_compaction(snap.as_ref(), r, tombstone, &v, compact)? {
+                continue;
+            }
+            crc = crc32c::crc32c_append(crc, &k);
+            crc = crc32c::crc32c_append(crc, &v);
+        }
+        Ok(HashKv {
+            hash: crc,
+            compact_revision: compact,
+            current_revision: current,
+        })
+    }
+
+    /// Runs one step of physical compaction: at most about `limit` history
+    /// entries are examined. Returns `Finished(target)` once everything not
+    /// kept below the target is deleted (the caller persists before telling
+    /// waiters).
+    pub fn compact_disk_step(&self, limit: usize) -> Result<DiskCompactStatus> {
+        let mut guard = self
+            .disk_compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(job) = guard.as_mut() else {
+            return Ok(DiskCompactStatus::Idle);
+        };
+        let lo = match &job.cursor {
+            Some(c) => Bound::Excluded(c.clone()),
+            None => Bound::Unbounded,
+        };
+        let mut batch = Batch::new();
+        let mut group: Vec<disk::HistoryEntry> = Vec::new();
+        let mut seen = 0usize;
+        let mut exhausted = true;
+        let mut last_key: Option<Vec<u8>> = None;
+        for item in self
+            .backend
+            .scan(Partition::KeyHistory, (lo, Bound::Unbounded), false)
+        {
+            let (k, v) = item?;
+            let e = disk::decode_history(&k, &v)?;
+            if group.first().is_some_and(|g| g.key != e.key) {
+                compact_key_history(&group, job.target, &mut batch);
+                group.clear();
+                if seen >= limit {
+                    exhausted = false;
+                    break;
+                }
+            }
+            seen += 1;
+            last_key = Some(k);
+            group.push(e);
+        }
+        if exhausted {
+            compact_key_history(&group, job.target, &mut batch);
+            batch.put(
+                Partition::Meta,
+                disk::META_COMPACT_FINISHED.to_vec(),
+                disk::encode_i64(job.target),
+            );
+        }
+        self.backend.write(batch)?;
+        if exhausted {
+            let target = job.target;
+            *guard = None;
+            return Ok(DiskCompactStatus::Finished(target));
+        }
+        // The scan stopped at a key boundary: resume after the last entry of
+        // the last complete key group.
+        debug_assert!(group.is_empty(), "stopped inside a key group");
+        job.cursor = last_key;
+        Ok(DiskCompactStatus::InProgress)
+    }
+}
+
+/// Adds deletes for one key's history entries that a compaction at `target`
+/// drops: all entries `<= target` except the newest, and that one too if it
+/// is a tombstone.
+fn compact_key_history(group: &[disk::HistoryEntry], target: i64, batch: &mut Batch) {
+    let below: Vec<&disk::HistoryEntry> = group.iter().filter(|e| e.rev.main <= target).collect();
+    let Some((newest, older)) = below.split_last() else {
+        return;
+    };
+    for e in older
+        .iter()
+        .copied()
+        .chain(newest.tombstone.then_some(*newest))
+    {
+        batch.delete(Partition::KeyHistory, disk::history_key(&e.key, e.rev));
+        batch.delete(Partition::Rev, e.rev.to_key(e.tombstone));
+    }
+}
+
+/// Whether a record at `r <= compact` is one a compaction at `compact` keeps:
+/// the newest entry of its key at or below `compact`, and not a tombstone.
+fn kept_by_compaction(
+    view: &dyn ReadView,
+    r: Revision,
+    tombstone: bool,
+    value: &[u8],
+    compact: i64,
+) -> Result<bool> {
+    if tombstone {
+        return Ok(false);
+    }
+    let kv = decode_kv(r, value)?;
+    let lo = disk::history_prefix(&kv.key);
+    let hi = disk::history_key(&kv.key, Revision::new(compact.saturating_add(1), 0));
+    let newest = view
+        .scan(
+            Partition::KeyHistory,
+            (Bound::Included(lo), Bound::Excluded(hi)),
+            true,
+        )
+        .next()
+        .transpose()?;
+    match newest {
+        Some((k, v)) => {
+            let e = disk::decode_history(&k, &v)?;
+            Ok(e.rev == r && !e.tombstone)
+        }
+        None => Ok(false),
+    }
+}
+
+// ------------------------------------------------------------------ writes
+
+/// One request's revision bookkeeping: changes take `(begin + 1, sub)`.
+struct Tx {
+    begin: i64,
+    sub: i64,
+}
+
+impl Tx {
+    fn changed(&self) -> bool {
+        self.sub > 0
+    }
+
+    /// The revision reads inside this request see.
+    fn rev(&self) -> i64 {
+        self.begin + i64::from(self.changed())
+    }
+
+    fn next(&mut self) -> Revision {
+        let r = Revision::new(self.begin + 1, self.sub);
+        self.sub += 1;
+        r
+    }
+}
+
+/// A group of mutating requests applied in order and committed as one batch.
+pub struct Writer<'s> {
+    store: &'s Store,
+    lease_exists: &'s dyn Fn(i64) -> bool,
+    batch: Batch,
+    /// Final KeyLive state per key touched (a key appears once per batch).
+    live: BTreeMap<Vec<u8>, Option<LiveKey>>,
+    changes: Vec<Change>,
+    overlay: HashMap<Revision, usize>,
+    /// Latest revision assigned (published or in this group).
+    rev: i64,
+    compacted: Option<i64>,
+}
+
+/// Which branch each txn in a request tree takes, in depth-first order (as
+/// etcd's txnPath).
+fn txn_path(view: &WriterView<'_, '_>, req: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+    let mut ok = true;
+    for c in &req.compare {
+        if !view.compare(c)? {
+            ok = false;
+            break;
+        }
+    }
+    path.push(ok);
+    let ops = if ok { &req.success } else { &req.failure };
+    for op in ops {
+        if let Some(request_op::Request::RequestTxn(t)) = &op.request {
+            txn_path(view, t, path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Reads inside a writer: the index (with this group's changes) and the
+/// records (with this group's uncommitted values).
+struct WriterView<'a, 'b> {
+    st: &'a State,
+    records: Records<'b>,
+    at: i64,
+}
+
+impl WriterView<'_, '_> {
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.st.index.get(key, self.at) {
+            Some(a) => Ok(Some(self.records.kv(a.modified)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn compare(&self, c: &Compare) -> Result<bool> {
+        let span = Span::from_etcd(&c.key, &c.range_end);
+        let revs = revs_at(self.st, &self.records, &span, self.at)?;
+        if revs.is_empty() {
+            if c.target == compare::CompareTarget::Value as i32 {
+                return Ok(false);
+            }
+            return Ok(compare_kv(c, &KeyValue::default()));
+        }
+        for (_, rev) in revs {
+            if !compare_kv(c, &self.records.kv(rev)?) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    use compare::{CompareResult as R, CompareTarget as T, TargetUnion as U};
+    let target = T::try_from(c.target);
+    let ord = match target {
+        Ok(T::Value) => {
+            let v: &[u8] = match &c.target_union {
+                Some(U::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(v)
+        }
+        Ok(T::Version) | Ok(T::Create) | Ok(T::Mod) | Ok(T::Lease) => {
+            let (have, want) = match (target, &c.target_union) {
+                (Ok(T::Version), Some(U::Version(w))) => (kv.version, *w),
+                (Ok(T::Version), _) => (kv.version, 0),
+                (Ok(T::Create), Some(U::CreateRevision(w))) => (kv.create_revision, *w),
+                (Ok(T::Create), _) => (kv.create_revision, 0),
+                (Ok(T::Mod), Some(U::ModRevision(w))) => (kv.mod_revision, *w),
+                (Ok(T::Mod), _) => (kv.mod_revision, 0),
+                (_, Some(U::Lease(w))) => (kv.lease, *w),
+                _ => (kv.lease, 0),
+            };
+            have.cmp(&want)
+        }
+        Err(_) => std::cmp::Ordering::Equal,
+    };
+    match R::try_from(c.result) {
+        Ok(R::Equal) => ord.is_eq(),
+        Ok(R::NotEqual) => ord.is_ne(),
+        Ok(R::Greater) => ord.is_gt(),
+        Ok(R::Less) => ord.is_lt(),
+        Err(_) => true,
+    }
+}
+
+impl<'s> Writer<'s> {
+    fn view<'a>(&'a self, st: &'a State, at: i64) -> WriterView<'a, 'a> {
+        WriterView {
+            st,
+            records: Records {
+                view: self.store.backend.as_ref(),
+                overlay: Some((&self.overlay, &self.changes)),
+            },
+            at,
+        }
+    }
+
+    fn begin(&self) -> Tx {
+        Tx {
+            begin: self.rev,
+            sub: 0,
+        }
+    }
+
+    fn end(&mut self, tx: &Tx) {
+        if tx.changed() {
+            self.rev = tx.begin + 1;
+        }
+    }
+
+    /// Adds one change to the batch, the index and the overlay.
+    fn record(&mut self, st: &mut State, change: Change, live: Option<LiveKey>) {
+        let key = change.kv.key.clone();
+        let stored = if change.tombstone {
+            KeyValue {
+                key: key.clone(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        } else {
+            change.kv.encode_to_vec()
+        };
+        self.batch
+            .put(Partition::Rev, change.rev.to_key(change.tombstone), stored);
+        self.batch.put(
+            Partition::KeyHistory,
+            disk::history_key(&key, change.rev),
+            disk::history_value(change.tombstone),
+        );
+        if change.tombstone {
+            let was_live = st.index.tombstone(&key, change.rev);
+            assert!(was_live, "tombstone of a key that is not live");
+        } else {
+            st.index.put(&key, change.rev);
+        }
+        self.live.insert(key, live);
+        self.overlay.insert(change.rev, self.changes.len());
+        self.changes.push(change);
+    }
+
+    fn check_put(&self, st: &State, req: &PutRequest, at: i64) -> Result<Option<KeyValue>> {
+        check_user_key(&req.key)?;
+        let prev = self.view(st, at).get(&req.key)?;
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        if req.lease != 0 && !(self.lease_exists)(req.lease) {
+            return Err(MvccError::LeaseNotFound);
+        }
+        Ok(prev)
+    }
+
+    fn put_in(&mut self, st: &mut State, tx: &mut Tx, req: &PutRequest) -> Result<PutResponse> {
+        let prev = self.check_put(st, req, tx.rev())?;
+        let rev = tx.next();
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (rev.main, 1),
+        };
+        let value = match (&prev, req.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => req.value.clone(),
+        };
+        let lease = match (&prev, req.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => req.lease,
+        };
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision,
+            mod_revision: rev.main,
+            version,
+            value,
+            lease,
+        };
+        let created = match st.index.key_index(&req.key).and_then(|ki| ki.get(i64::MAX)) {
+            Some(a) => a.created,
+            None => rev,
+        };
+        let live = LiveKey {
+            created,
+            modified: rev,
+            version,
+            lease,
+        };
+        self.record(
+            st,
+            Change {
+                rev,
+                tombstone: false,
+                kv,
+            },
+            Some(live),
+        );
+        Ok(PutResponse {
+            header: header(tx.rev()),
+            prev_kv: if req.prev_kv { prev } else { None },
+        })
+    }
+
+    fn delete_in(
+        &mut self,
+        st: &mut State,
+        tx: &mut Tx,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse> {
+        let span = Span::from_etcd(&req.key, &req.range_end);
+        let at = tx.rev();
+        let keys = st.index.range(&span, at);
+        let mut prev_kvs = Vec::new();
+        if req.prev_kv {
+            let view = self.view(st, at);
+            for (_, a) in &keys {
+                prev_kvs.push(view.records.kv(a.modified)?);
+            }
+        }
+        let deleted = keys.len() as i64;
+        for (key, _) in keys {
+            let rev = tx.next();
+            let kv = KeyValue {
+                key,
+                mod_revision: rev.main,
+                ..Default::default()
+            };
+            self.record(
+                st,
+                Change {
+                    rev,
+                    tombstone: true,
+                    kv,
+                },
+                None,
+            );
+        }
+        Ok(DeleteRangeResponse {
+            header: header(tx.rev()),
+            deleted,
+            prev_kvs,
+        })
+    }
+
+    fn range_in(&self, st: &State, tx: &Tx, req: &RangeRequest) -> Result<RangeResponse> {
+        let at = read_revision(req.revision, tx.rev(), st.compact_rev)?;
+        let view = self.view(st, at);
+        let span = Span::from_etcd(&req.key, &req.range_end);
+        let revs = revs_at(st, &view.records, &span, at)?;
+        let r = finish_range(req, revs, &view.records)?;
+        Ok(RangeResponse {
+            header: header(tx.rev()),
+            kvs: r.kvs,
+            more: r.more,
+            count: r.count,
+        })
+    }
+
+    /// Validates the ops of the branches a txn will take, against the state
+    /// before the txn, so that a failing op fails the txn before any change.
+    fn check_txn(&self, st: &State, req: &TxnRequest, path: &[bool], at: i64) -> Result<usize> {
+        let ops = if path[0] { &req.success } else { &req.failure };
+        let mut used = 1;
+        for op in ops {
+            match &op.request {
+                Some(request_op::Request::RequestTxn(t)) => {
+                    used += self.check_txn(st, t, &path[used..], at)?;
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    self.check_put(st, p, at)?;
+                }
+                Some(request_op::Request::RequestRange(r)) => {
+                    if r.revision > at {
+                        return Err(MvccError::FutureRev);
+                    }
+                    if r.revision > 0 && r.revision < st.compact_rev {
+                        return Err(MvccError::Compacted);
+                    }
+                }
+                Some(request_op::Request::RequestDeleteRange(_)) => {}
+                None => return Err(MvccError::KeyNotFound),
+            }
+        }
+        Ok(used)
+    }
+
+    fn exec_txn(
+        &mut self,
+        st: &mut State,
+        tx: &mut Tx,
+        req: &TxnRequest,
+        path: &[bool],
+    ) -> Result<(TxnResponse, usize)> {
+        let succeeded = path[0];
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut used = 1;
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let resp = match &op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    response_op::Response::ResponseRange(self.range_in(st, tx, r)?)
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    response_op::Response::ResponsePut(self.put_in(st, tx, p)?)
+                }
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    response_op::Response::ResponseDeleteRange(self.delete_in(st, tx, d)?)
+                }
+                Some(request_op::Request::RequestTxn(t)) => {
+                    let (mut r, n) = self.exec_txn(st, tx, t, &path[used..])?;
+                    used += n;
+                    // etcd leaves nested txn headers empty.
+                    r.header = Some(ResponseHeader::default());
+                    response_op::Response::ResponseTxn(r)
+                }
+                None => return Err(MvccError::KeyNotFound),
+            };
+            responses.push(ResponseOp {
+                response: Some(resp),
+            });
+        }
+        Ok((
+            TxnResponse {
+                header: None,
+                succeeded,
+                responses,
+            },
+            used,
+        ))
+    }
+
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse> {
+        let store = self.store;
+        let mut st = store.write();
+        let mut tx = self.begin();
+        let r = self.put_in(&mut st, &mut tx, req)?;
+        self.end(&tx);
+        Ok(r)
+    }
+
+    pub fn delete_range(&mut self, req: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let store = self.store;
+        let mut st = store.write();
+        let mut tx = self.begin();
+        let r = self.delete_in(&mut st, &mut tx, req)?;
+        self.end(&tx);
+        Ok(r)
+    }
+
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse> {
+        let store = self.store;
+        let mut st = store.write();
+        let mut tx = self.begin();
+        let mut path = Vec::new();
+        txn_path(&self.view(&st, tx.rev()), req, &mut path)?;
+        self.check_txn(&st, req, &path, tx.rev())?;
+        let (mut resp, used) = self.exec_txn(&mut st, &mut tx, req, &path)?;
+        debug_assert_eq!(used, path.len(), "txn path fully consumed");
+        resp.header = header(tx.rev());
+        self.end(&tx);
+        Ok(resp)
+    }
+
+    /// Applies a compaction at `rev`: the index drops history below it at
+    /// once (reads below fail from now on); records are deleted later by
+    /// [`Store::compact_disk_step`]. Returns the current revision.
+    pub fn compact(&mut self, rev: i64) -> Result<i64> {
+        let store = self.store;
+        let mut st = store.write();
+        if rev <= st.compact_rev {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.rev {
+            return Err(MvccError::FutureRev);
+        }
+        st.index.compact(rev);
+        st.compact_rev = rev;
+        self.batch.put(
+            Partition::Meta,
+            disk::META_COMPACT_SCHEDULED.to_vec(),
+            disk::encode_i64(rev),
+        );
+        self.compacted = Some(rev);
+        Ok(self.rev)
+    }
+
+    /// The batch that will be committed; the caller may add its own records
+    /// (e.g. the applied index) so they commit atomically with the data.
+    pub fn batch_mut(&mut self) -> &mut Batch {
+        &mut self.batch
+    }
+
+    /// Latest revision assigned so far in this group.
+    pub fn revision(&self) -> i64 {
+        self.rev
+    }
+
+    /// Writes the group as one atomic batch and publishes its revision.
+    pub fn commit(mut self) -> Result<Committed> {
+        for (key, live) in std::mem::take(&mut self.live) {
+            match live {
+                Some(l) => self.batch.put(Partition::KeyLive, key, l.encode()),
+                None => self.batch.delete(Partition::KeyLive, key),
+            }
+        }
+        self.batch.put(
+            Partition::Meta,
+            disk::META_REVISION.to_vec(),
+            disk::encode_i64(self.rev),
+        );
+        let batch = std::mem::take(&mut self.batch);
+        self.store.backend.write(batch)?;
+        {
+            let mut st = self.store.write();
+            assert!(
+                self.rev >= st.current_rev,
+                "revision went back from {} to {}",
+                st.current_rev,
+                self.rev
+            );
+            st.current_rev = self.rev;
+        }
+        if let Some(target) = self.compacted {
+            let mut dc = self
+                .store
+                .disk_compaction
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *dc = Some(DiskCompaction {
+                target,
+                cursor: None,
+            });
+        }
+        Ok(Committed {
+            revision: self.rev,
+            changes: std::mem::take(&mut self.changes),
+            compacted: self.compacted,
+        })
+    }
+}
+
+/// A [`RequestOp`] helper for tests and callers building txns.
+pub fn op_put(key: &[u8], value: &[u8]) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        })),
+    }
+}
