@@ -1,6 +1,13 @@
 //! concord: a distributed, strongly consistent key-value store, wire-compatible
 //! with etcd v3. See docs/ARCHITECTURE.md for the map of modules.
 
+pub mod api;
+pub mod bench;
+pub mod cluster;
+pub mod config;
+pub mod member;
 pub mod mvcc;
 pub mod proto;
+#[cfg(not(madsim))]
+pub mod server;
 pub mod storage;

@@ -314,6 +314,7 @@ mod tests {
     fn get_walks_generations() {
         let ki = three_generations();
         // (at, want Some((modified, created, version)) or None)
+        #[allow(clippy::type_complexity)]
         let cases: &[(i64, Option<(Revision, Revision, i64)>)] = &[
             (0, None),
             (1, None),

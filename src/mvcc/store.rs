@@ -315,7 +315,9 @@ impl Store {
     /// Opens the store over `backend`, rebuilding the index from the live-key
     /// summaries (never from history or values).
     pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
-        let current_rev = meta_i64(backend.as_ref(), disk::META_REVISION)?;
+        // As in etcd, an empty store is at revision 1: the first change
+        // creates revision 2.
+        let current_rev = meta_i64(backend.as_ref(), disk::META_REVISION)?.max(1);
         let scheduled = meta_i64(backend.as_ref(), disk::META_COMPACT_SCHEDULED)?;
         let finished = meta_i64(backend.as_ref(), disk::META_COMPACT_FINISHED)?;
         let mut index = TreeIndex::new();
@@ -411,6 +413,48 @@ impl Store {
         Ok((finish_range(req, revs, &records)?, current))
     }
 
+    /// A txn whose every op is a range, served at the current revision
+    /// without going through the log (as etcd serves read-only txns).
+    pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse> {
+        let st = self.read();
+        let snap = self.backend.snapshot();
+        let at = st.current_rev;
+        let view = WriterView {
+            st: &st,
+            records: Records {
+                view: snap.as_ref(),
+                overlay: None,
+            },
+            at,
+        };
+        let mut path = Vec::new();
+        txn_path(&view, req, &mut path)?;
+        let ops = if path[0] { &req.success } else { &req.failure };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let Some(request_op::Request::RequestRange(r)) = &op.request else {
+                return Err(MvccError::Corrupt("read_txn given a mutating op".into()));
+            };
+            let rat = read_revision(r.revision, at, st.compact_rev)?;
+            let span = Span::from_etcd(&r.key, &r.range_end);
+            let revs = revs_at(&st, &view.records, &span, rat)?;
+            let res = finish_range(r, revs, &view.records)?;
+            responses.push(ResponseOp {
+                response: Some(response_op::Response::ResponseRange(RangeResponse {
+                    header: header(at),
+                    kvs: res.kvs,
+                    more: res.more,
+                    count: res.count,
+                })),
+            });
+        }
+        Ok(TxnResponse {
+            header: header(at),
+            succeeded: path[0],
+            responses,
+        })
+    }
+
     /// Starts a group of mutating requests. `lease_exists` answers whether a
     /// lease id is granted (puts naming another lease fail).
     pub fn writer<'s>(&'s self, lease_exists: &'s dyn Fn(i64) -> bool) -> Writer<'s> {
@@ -489,6 +533,14 @@ impl Store {
         })
     }
 
+    /// Whether a physical compaction still has records to delete.
+    pub fn disk_compaction_pending(&self) -> bool {
+        self.disk_compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// Runs one step of physical compaction: at most about `limit` history
     /// entries are examined. Returns `Finished(target)` once everything not
     /// kept below the target is deleted (the caller persists before telling
@@ -507,12 +559,12 @@ impl Store {
         };
         let mut batch = Batch::new();
         let mut group: Vec<disk::HistoryEntry> = Vec::new();
-        let mut seen = 0usize;
         let mut exhausted = true;
         let mut last_key: Option<Vec<u8>> = None;
-        for item in self
+        for (seen, item) in self
             .backend
             .scan(Partition::KeyHistory, (lo, Bound::Unbounded), false)
+            .enumerate()
         {
             let (k, v) = item?;
             let e = disk::decode_history(&k, &v)?;
@@ -524,7 +576,6 @@ impl Store {
                     break;
                 }
             }
-            seen += 1;
             last_key = Some(k);
             group.push(e);
         }

@@ -20,6 +20,7 @@
 
 #[cfg(not(madsim))]
 pub mod fjall_backend;
+pub mod log;
 pub mod mem;
 
 #[cfg(test)]

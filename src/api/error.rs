@@ -1,0 +1,92 @@
+//! etcd's gRPC errors: exact codes and messages (clientv3 recognises errors
+//! by their message string), and the mapping from internal errors.
+
+use tonic::{Code, Status};
+
+use crate::member::MemberError;
+use crate::mvcc::MvccError;
+
+/// One etcd gRPC error: its code and exact message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtcdError {
+    pub code: Code,
+    pub message: &'static str,
+}
+
+impl EtcdError {
+    pub fn status(self) -> Status {
+        Status::new(self.code, self.message)
+    }
+}
+
+impl From<EtcdError> for Status {
+    fn from(e: EtcdError) -> Self {
+        e.status()
+    }
+}
+
+macro_rules! etcd_errors {
+    ($($name:ident = $code:ident, $msg:literal;)*) => {
+        $(pub const $name: EtcdError = EtcdError { code: Code::$code, message: $msg };)*
+    };
+}
+
+etcd_errors! {
+    EMPTY_KEY = InvalidArgument, "etcdserver: key is not provided";
+    KEY_NOT_FOUND = InvalidArgument, "etcdserver: key not found";
+    VALUE_PROVIDED = InvalidArgument, "etcdserver: value is provided";
+    LEASE_PROVIDED = InvalidArgument, "etcdserver: lease is provided";
+    TOO_MANY_OPS = InvalidArgument, "etcdserver: too many operations in txn request";
+    DUPLICATE_KEY = InvalidArgument, "etcdserver: duplicate key given in txn request";
+    INVALID_SORT_OPTION = InvalidArgument, "etcdserver: invalid sort option";
+    COMPACTED = OutOfRange, "etcdserver: mvcc: required revision has been compacted";
+    FUTURE_REV = OutOfRange, "etcdserver: mvcc: required revision is a future revision";
+    REQUEST_TOO_LARGE = InvalidArgument, "etcdserver: request is too large";
+    LEASE_NOT_FOUND = NotFound, "etcdserver: requested lease not found";
+    STOPPED = Unavailable, "etcdserver: server stopped";
+    NOT_LEADER = FailedPrecondition, "etcdserver: not leader";
+    BAD_LEADER_TRANSFEREE = FailedPrecondition, "etcdserver: bad leader transferee";
+    MEMBER_NOT_FOUND = NotFound, "etcdserver: member not found";
+    // Not an etcd error: concord limits user keys (see mvcc::USER_KEY_BYTES_MAX).
+    KEY_TOO_LARGE = InvalidArgument, "etcdserver: key is too large";
+}
+
+/// The gRPC status for an mvcc error surfaced to a client.
+pub fn mvcc_status(e: &MvccError) -> Status {
+    match e {
+        MvccError::Compacted => COMPACTED.status(),
+        MvccError::FutureRev => FUTURE_REV.status(),
+        MvccError::KeyNotFound => KEY_NOT_FOUND.status(),
+        MvccError::LeaseNotFound => LEASE_NOT_FOUND.status(),
+        MvccError::KeyTooLarge { .. } => KEY_TOO_LARGE.status(),
+        other => {
+            tracing::error!(error = %other, "storage failure while serving a request");
+            Status::new(Code::Internal, format!("etcdserver: {other}"))
+        }
+    }
+}
+
+/// The gRPC status for a member error surfaced to a client.
+pub fn member_status(e: &MemberError) -> Status {
+    match e {
+        MemberError::RequestTooLarge { .. } => REQUEST_TOO_LARGE.status(),
+        MemberError::Stopped => STOPPED.status(),
+        MemberError::Mvcc(m) => mvcc_status(m),
+        other => {
+            tracing::error!(error = %other, "member failure while serving a request");
+            STOPPED.status()
+        }
+    }
+}
+
+impl From<MemberError> for Status {
+    fn from(e: MemberError) -> Self {
+        member_status(&e)
+    }
+}
+
+impl From<MvccError> for Status {
+    fn from(e: MvccError) -> Self {
+        mvcc_status(&e)
+    }
+}

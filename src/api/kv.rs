@@ -1,0 +1,120 @@
+//! The KV service: Range, Put, DeleteRange, Txn, Compact.
+
+use tonic::{Request, Response, Status};
+
+use super::check::{
+    check_delete, check_put, check_range, check_txn, is_txn_read_only, is_txn_serializable,
+};
+use super::{fill_header, header_at};
+use crate::member::{Applied, Handle};
+use crate::proto::concordpb::internal_request::Request as Internal;
+use crate::proto::etcdserverpb::kv_server::Kv;
+use crate::proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+
+pub struct KvService {
+    member: Handle,
+    max_txn_ops: usize,
+}
+
+impl KvService {
+    pub fn new(member: Handle, max_txn_ops: usize) -> Self {
+        Self {
+            member,
+            max_txn_ops,
+        }
+    }
+
+    async fn propose(&self, req: Internal) -> Result<Applied, Status> {
+        Ok(self.member.propose(req).await?)
+    }
+}
+
+fn unexpected(what: &str, got: &Applied) -> Status {
+    tracing::error!(?got, "applier answered a {what} with another response");
+    Status::internal(format!("etcdserver: unexpected apply result for {what}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let r = request.into_inner();
+        check_range(&r)?;
+        if !r.serializable {
+            self.member.read_index().await?;
+        }
+        let (res, rev) = self.member.store().range(&r)?;
+        Ok(Response::new(RangeResponse {
+            header: header_at(&self.member, rev),
+            kvs: res.kvs,
+            more: res.more,
+            count: res.count,
+        }))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let r = request.into_inner();
+        check_put(&r)?;
+        match self.propose(Internal::Put(r)).await? {
+            Applied::Put(mut resp) => {
+                fill_header(&self.member, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected("put", &other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let r = request.into_inner();
+        check_delete(&r)?;
+        match self.propose(Internal::DeleteRange(r)).await? {
+            Applied::DeleteRange(mut resp) => {
+                fill_header(&self.member, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let r = request.into_inner();
+        check_txn(&r, self.max_txn_ops)?;
+        if is_txn_read_only(&r) {
+            if !is_txn_serializable(&r) {
+                self.member.read_index().await?;
+            }
+            let mut resp = self.member.store().read_txn(&r)?;
+            fill_header(&self.member, &mut resp.header);
+            return Ok(Response::new(resp));
+        }
+        match self.propose(Internal::Txn(r)).await? {
+            Applied::Txn(mut resp) => {
+                fill_header(&self.member, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected("txn", &other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let r = request.into_inner();
+        match self.propose(Internal::Compaction(r)).await? {
+            Applied::Compaction(mut resp) => {
+                fill_header(&self.member, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected("compaction", &other)),
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! The Maintenance service: Status, Hash, HashKV, Alarm, Defragment,
+//! MoveLeader. Snapshot and Downgrade are not implemented yet.
+
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::error::BAD_LEADER_TRANSFEREE;
+use super::{header_at, SERVER_VERSION};
+use crate::member::Handle;
+use crate::proto::etcdserverpb::maintenance_server::Maintenance;
+use crate::proto::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+
+pub struct MaintenanceService {
+    member: Handle,
+}
+
+impl MaintenanceService {
+    pub fn new(member: Handle) -> Self {
+        Self { member }
+    }
+
+    fn current(&self) -> i64 {
+        self.member.store().current_revision()
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        Ok(Response::new(AlarmResponse {
+            header: header_at(&self.member, self.current()),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let p = self.member.progress();
+        let size = self.member.store().backend().size_bytes() as i64;
+        Ok(Response::new(StatusResponse {
+            header: header_at(&self.member, self.current()),
+            version: SERVER_VERSION.to_string(),
+            db_size: size,
+            leader: p.leader,
+            raft_index: p.committed_index,
+            raft_term: p.term,
+            raft_applied_index: p.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: size,
+            is_learner: false,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        // The LSM reclaims space by its own compactions; nothing to do.
+        Ok(Response::new(DefragmentResponse {
+            header: header_at(&self.member, self.current()),
+        }))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        let h = self.member.store().hash_kv(0)?;
+        Ok(Response::new(HashResponse {
+            header: header_at(&self.member, h.current_revision),
+            hash: h.hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let h = self.member.store().hash_kv(request.into_inner().revision)?;
+        Ok(Response::new(HashKvResponse {
+            header: header_at(&self.member, h.current_revision),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _: Request<SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
+        Err(Status::unimplemented(
+            "etcdserver: snapshot is not implemented by concord yet",
+        ))
+    }
+
+    async fn move_leader(
+        &self,
+        request: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        let target = request.into_inner().target_id;
+        if target != self.member.member_id() {
+            return Err(BAD_LEADER_TRANSFEREE.status());
+        }
+        Ok(Response::new(MoveLeaderResponse {
+            header: header_at(&self.member, self.current()),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "etcdserver: downgrade is not implemented by concord yet",
+        ))
+    }
+}

@@ -1,0 +1,44 @@
+//! api: the etcd v3 gRPC services. Each maps requests to member calls and
+//! store reads, validates them as etcd's gRPC layer does, and answers with
+//! etcd's headers and errors. Knows nothing of storage engines.
+
+pub mod check;
+pub mod cluster;
+pub mod error;
+pub mod kv;
+pub mod maintenance;
+
+use crate::member::Handle;
+use crate::proto::etcdserverpb::ResponseHeader;
+
+/// The server version reported in Status and `/version`.
+pub const SERVER_VERSION: &str = "3.5.17";
+/// The cluster version (major.minor) the member announces.
+pub const CLUSTER_VERSION: &str = "3.5";
+
+/// Fills a response header as etcd's gRPC layer does: cluster and member
+/// IDs and the raft term always; the revision only if the applier left it 0.
+pub fn fill_header(member: &Handle, header: &mut Option<ResponseHeader>) {
+    let h = header.get_or_insert_with(ResponseHeader::default);
+    h.cluster_id = member.cluster_id();
+    h.member_id = member.member_id();
+    h.raft_term = member.progress().term;
+    if h.revision == 0 {
+        h.revision = member.store().current_revision();
+    }
+}
+
+/// A header at the given revision.
+pub fn header_at(member: &Handle, revision: i64) -> Option<ResponseHeader> {
+    let mut h = Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    });
+    fill_header(member, &mut h);
+    h
+}
+
+/// gRPC server limits etcd uses: receive up to max-request-bytes + 512 KiB.
+pub fn max_recv_bytes(max_request_bytes: usize) -> usize {
+    max_request_bytes + 512 * 1024
+}

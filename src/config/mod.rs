@@ -1,0 +1,555 @@
+//! config: etcd's command-line flags and `ETCD_*` environment variables.
+//!
+//! Parsing follows Go's `flag` package, as etcd does: `-x` and `--x` are the
+//! same, values come as `--x=v` or `--x v`, booleans as `--x` or `--x=false`,
+//! and a positional argument is an error. Every etcd flag is known; those
+//! concord does not implement yet are accepted and reported, so that etcd's
+//! own test harness can start the binary. Precedence: flag, then
+//! `ETCD_<FLAG>` for flags not given, then the default. An env var that
+//! shadows a flag given on the command line is an error, as in etcd.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("flag provided but not defined: -{0}")]
+    UnknownFlag(String),
+    #[error("'{0}' is not a valid flag")]
+    Positional(String),
+    #[error("flag needs an argument: -{0}")]
+    MissingValue(String),
+    #[error("invalid value {value:?} for flag -{flag}: {why}")]
+    InvalidValue {
+        flag: String,
+        value: String,
+        why: String,
+    },
+    #[error("conflicting environment variable \"{env}\" is shadowed by corresponding command-line flag (either unset environment variable or disable flag)")]
+    EnvShadowed { env: String },
+    #[error("--advertise-client-urls is required when --listen-client-urls is set explicitly")]
+    AdvertiseRequired,
+    #[error("{0} is not supported by concord yet")]
+    Unsupported(String),
+}
+
+/// How the daemon writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A client or peer URL: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+    /// The URL as given (without a trailing slash).
+    pub text: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let text = s.trim().trim_end_matches('/').to_string();
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("URL {s:?} has no scheme"))?;
+        let scheme = match scheme {
+            "http" | "https" | "unix" | "unixs" => scheme.to_string(),
+            other => {
+                return Err(format!(
+                    "URL scheme must be http, https, unix, or unixs: {other}"
+                ))
+            }
+        };
+        let hostport = rest.split('/').next().unwrap_or_default();
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .ok_or_else(|| format!("URL address does not have the form \"host:port\": {s}"))?;
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("bad port in URL {s:?}"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Ok(Url {
+            scheme,
+            host,
+            port,
+            text,
+        })
+    }
+
+    /// The socket address to bind: `localhost` means 127.0.0.1.
+    pub fn bind_addr(&self) -> String {
+        let host = match self.host.as_str() {
+            "localhost" | "" => "127.0.0.1",
+            h => h,
+        };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            Url::parse(s).map_err(|why| ConfigError::InvalidValue {
+                flag: flag.into(),
+                value: v.into(),
+                why,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub listen_client_urls: Vec<Url>,
+    pub advertise_client_urls: Vec<Url>,
+    pub listen_peer_urls: Vec<Url>,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    pub initial_cluster: String,
+    pub initial_cluster_token: String,
+    pub initial_cluster_state: String,
+    pub max_request_bytes: usize,
+    pub max_txn_ops: usize,
+    pub snapshot_count: u64,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// etcd flags given but not implemented yet: (flag, value).
+    pub ignored: Vec<(String, String)>,
+    pub print_version: bool,
+}
+
+/// Flags concord implements: (name, is_bool, default).
+const IMPLEMENTED: &[(&str, bool, &str)] = &[
+    ("name", false, "default"),
+    ("data-dir", false, ""),
+    ("listen-client-urls", false, "http://localhost:2379"),
+    ("advertise-client-urls", false, "http://localhost:2379"),
+    ("listen-peer-urls", false, "http://localhost:2380"),
+    (
+        "initial-advertise-peer-urls",
+        false,
+        "http://localhost:2380",
+    ),
+    ("initial-cluster", false, ""),
+    ("initial-cluster-token", false, "etcd-cluster"),
+    ("initial-cluster-state", false, "new"),
+    ("max-request-bytes", false, "1572864"),
+    ("max-txn-ops", false, "128"),
+    ("snapshot-count", false, "100000"),
+    ("log-level", false, "info"),
+    ("log-format", false, "text"),
+    ("config-file", false, ""),
+    ("version", true, "false"),
+];
+
+/// etcd 3.4/3.5 flags accepted but not implemented yet: (name, is_bool).
+const ACCEPTED: &[(&str, bool)] = &[
+    ("wal-dir", false),
+    ("heartbeat-interval", false),
+    ("election-timeout", false),
+    ("initial-election-tick-advance", true),
+    ("listen-client-http-urls", false),
+    ("max-snapshots", false),
+    ("max-wals", false),
+    ("quota-backend-bytes", false),
+    ("backend-bbolt-freelist-type", false),
+    ("backend-batch-interval", false),
+    ("backend-batch-limit", false),
+    ("max-concurrent-streams", false),
+    ("grpc-keepalive-min-time", false),
+    ("grpc-keepalive-interval", false),
+    ("grpc-keepalive-timeout", false),
+    ("enable-grpc-gateway", true),
+    ("socket-reuse-port", true),
+    ("socket-reuse-address", true),
+    ("raft-read-timeout", false),
+    ("raft-write-timeout", false),
+    ("discovery", false),
+    ("discovery-fallback", false),
+    ("discovery-proxy", false),
+    ("discovery-srv", false),
+    ("discovery-srv-name", false),
+    ("strict-reconfig-check", true),
+    ("pre-vote", true),
+    ("auto-compaction-retention", false),
+    ("auto-compaction-mode", false),
+    ("enable-v2", true),
+    ("v2-deprecation", false),
+    ("experimental-enable-v2v3", false),
+    ("cert-file", false),
+    ("key-file", false),
+    ("client-cert-auth", true),
+    ("client-crl-file", false),
+    ("client-cert-allowed-hostname", false),
+    ("trusted-ca-file", false),
+    ("auto-tls", true),
+    ("peer-cert-file", false),
+    ("peer-key-file", false),
+    ("peer-client-cert-auth", true),
+    ("peer-trusted-ca-file", false),
+    ("peer-cert-allowed-cn", false),
+    ("peer-cert-allowed-hostname", false),
+    ("peer-auto-tls", true),
+    ("peer-crl-file", false),
+    ("cipher-suites", false),
+    ("cors", false),
+    ("host-whitelist", false),
+    ("experimental-peer-skip-client-san-verification", true),
+    ("client-cert-file", false),
+    ("client-key-file", false),
+    ("peer-client-cert-file", false),
+    ("peer-client-key-file", false),
+    ("self-signed-cert-validity", false),
+    ("tls-min-version", false),
+    ("tls-max-version", false),
+    ("auth-token", false),
+    ("bcrypt-cost", false),
+    ("auth-token-ttl", false),
+    ("enable-pprof", true),
+    ("metrics", false),
+    ("listen-metrics-urls", false),
+    ("logger", false),
+    ("log-outputs", false),
+    ("log-output", false),
+    ("enable-log-rotation", true),
+    ("log-rotation-config-json", false),
+    ("debug", true),
+    ("log-package-levels", false),
+    ("proxy", false),
+    ("proxy-failure-wait", false),
+    ("proxy-refresh-interval", false),
+    ("proxy-dial-timeout", false),
+    ("proxy-write-timeout", false),
+    ("proxy-read-timeout", false),
+    ("experimental-initial-corrupt-check", true),
+    ("experimental-corrupt-check-time", false),
+    ("experimental-backend-bbolt-freelist-type", false),
+    ("experimental-enable-lease-checkpoint", true),
+    ("experimental-enable-lease-checkpoint-persist", true),
+    ("experimental-compaction-batch-limit", false),
+    ("experimental-watch-progress-notify-interval", false),
+    ("experimental-warning-apply-duration", false),
+    ("experimental-compact-hash-check-enabled", true),
+    ("experimental-compact-hash-check-time", false),
+    ("experimental-compaction-sleep-interval", false),
+    ("experimental-downgrade-check-time", false),
+    ("experimental-memory-mlock", true),
+    ("experimental-txn-mode-write-with-shared-buffer", true),
+    ("experimental-bootstrap-defrag-threshold-megabytes", false),
+    ("experimental-stop-grpc-service-on-defrag", true),
+    ("experimental-snapshot-catchup-entries", false),
+    ("experimental-enable-distributed-tracing", true),
+    ("experimental-distributed-tracing-address", false),
+    ("experimental-distributed-tracing-service-name", false),
+    ("experimental-distributed-tracing-instance-id", false),
+    ("experimental-distributed-tracing-sampling-rate", false),
+    ("force-new-cluster", true),
+    ("unsafe-no-fsync", true),
+    // Accepted and ignored by etcd itself.
+    ("cluster-active-size", false),
+    ("cluster-remove-delay", false),
+    ("cluster-sync-interval", false),
+    ("config", false),
+    ("force", true),
+    ("max-result-buffer", false),
+    ("max-retry-attempts", false),
+    ("peer-heartbeat-interval", false),
+    ("peer-election-timeout", false),
+    ("retry-interval", false),
+    ("snapshot", false),
+    ("v", true),
+    ("vv", true),
+];
+
+fn flag_kind(name: &str) -> Option<bool> {
+    IMPLEMENTED
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, b, _)| *b)
+        .or_else(|| ACCEPTED.iter().find(|(n, _)| *n == name).map(|(_, b)| *b))
+}
+
+fn is_implemented(name: &str) -> bool {
+    IMPLEMENTED.iter().any(|(n, _, _)| *n == name)
+}
+
+/// Flags from the command line, in the Go `flag` syntax.
+fn parse_args(args: &[String]) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut set = BTreeMap::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if a == "--" {
+            if let Some(p) = args.get(i) {
+                return Err(ConfigError::Positional(p.clone()));
+            }
+            break;
+        }
+        let Some(body) = a.strip_prefix("--").or_else(|| a.strip_prefix('-')) else {
+            return Err(ConfigError::Positional(a.clone()));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (body, None),
+        };
+        let is_bool = flag_kind(name).ok_or_else(|| ConfigError::UnknownFlag(name.to_string()))?;
+        let value = match (inline, is_bool) {
+            (Some(v), _) => v,
+            (None, true) => "true".to_string(),
+            (None, false) => {
+                let v = args
+                    .get(i)
+                    .ok_or_else(|| ConfigError::MissingValue(name.to_string()))?;
+                i += 1;
+                v.clone()
+            }
+        };
+        if is_bool {
+            parse_bool(name, &value)?;
+        }
+        set.insert(name.to_string(), value);
+    }
+    Ok(set)
+}
+
+fn parse_bool(flag: &str, v: &str) -> Result<bool, ConfigError> {
+    match v {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            flag: flag.into(),
+            value: v.into(),
+            why: "parse error".into(),
+        }),
+    }
+}
+
+fn env_name(flag: &str) -> String {
+    format!("ETCD_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| ConfigError::InvalidValue {
+        flag: flag.into(),
+        value: v.into(),
+        why: "not a number".into(),
+    })
+}
+
+impl Config {
+    /// Builds the configuration from command-line `args` (without the program
+    /// name) and an environment lookup.
+    pub fn from_args_env(
+        args: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let cli = parse_args(args)?;
+        let mut set = cli.clone();
+        let all_flags = IMPLEMENTED
+            .iter()
+            .map(|(n, b, _)| (*n, *b))
+            .chain(ACCEPTED.iter().copied());
+        for (flag, is_bool) in all_flags {
+            let Some(v) = env(&env_name(flag)).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            if cli.contains_key(flag) {
+                return Err(ConfigError::EnvShadowed {
+                    env: env_name(flag),
+                });
+            }
+            if is_bool {
+                parse_bool(flag, &v)?;
+            }
+            set.insert(flag.to_string(), v);
+        }
+        Self::from_set(set)
+    }
+
+    fn from_set(set: BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        let get = |flag: &str| -> String {
+            set.get(flag).cloned().unwrap_or_else(|| {
+                IMPLEMENTED
+                    .iter()
+                    .find(|(n, _, _)| *n == flag)
+                    .map(|(_, _, d)| d.to_string())
+                    .unwrap_or_default()
+            })
+        };
+        if set.contains_key("config-file") {
+            return Err(ConfigError::Unsupported("--config-file".into()));
+        }
+        if set.contains_key("listen-client-urls") && !set.contains_key("advertise-client-urls") {
+            return Err(ConfigError::AdvertiseRequired);
+        }
+        let name = get("name");
+        let data_dir = match set.get("data-dir") {
+            Some(d) if !d.is_empty() => PathBuf::from(d),
+            _ => PathBuf::from(format!("{name}.concord")),
+        };
+        let initial_cluster = match set.get("initial-cluster") {
+            Some(c) => c.clone(),
+            None => format!("{name}={}", get("initial-advertise-peer-urls")),
+        };
+        let log_format = match get("log-format").as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::InvalidValue {
+                    flag: "log-format".into(),
+                    value: other.into(),
+                    why: "want text or json".into(),
+                })
+            }
+        };
+        let log_level = get("log-level");
+        if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&log_level.as_str()) {
+            return Err(ConfigError::InvalidValue {
+                flag: "log-level".into(),
+                value: log_level,
+                why: "want debug, info, warn, error, panic or fatal".into(),
+            });
+        }
+        let state = get("initial-cluster-state");
+        if state != "new" && state != "existing" {
+            return Err(ConfigError::InvalidValue {
+                flag: "initial-cluster-state".into(),
+                value: state,
+                why: "want new or existing".into(),
+            });
+        }
+        let ignored = set
+            .iter()
+            .filter(|(k, _)| !is_implemented(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Config {
+            listen_client_urls: parse_urls("listen-client-urls", &get("listen-client-urls"))?,
+            advertise_client_urls: parse_urls(
+                "advertise-client-urls",
+                &get("advertise-client-urls"),
+            )?,
+            listen_peer_urls: parse_urls("listen-peer-urls", &get("listen-peer-urls"))?,
+            initial_advertise_peer_urls: parse_urls(
+                "initial-advertise-peer-urls",
+                &get("initial-advertise-peer-urls"),
+            )?,
+            initial_cluster,
+            initial_cluster_token: get("initial-cluster-token"),
+            initial_cluster_state: state,
+            max_request_bytes: parse_num("max-request-bytes", &get("max-request-bytes"))?,
+            max_txn_ops: parse_num("max-txn-ops", &get("max-txn-ops"))?,
+            snapshot_count: parse_num("snapshot-count", &get("snapshot-count"))?,
+            log_level,
+            log_format,
+            ignored,
+            print_version: parse_bool("version", &get("version"))?,
+            name,
+            data_dir,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_are_etcds() {
+        let c = Config::from_args_env(&[], &no_env).unwrap();
+        assert_eq!(c.name, "default");
+        assert_eq!(c.data_dir, PathBuf::from("default.concord"));
+        assert_eq!(c.listen_client_urls[0].bind_addr(), "127.0.0.1:2379");
+        assert_eq!(c.initial_cluster, "default=http://localhost:2380");
+        assert_eq!(c.initial_cluster_token, "etcd-cluster");
+        assert_eq!((c.max_request_bytes, c.max_txn_ops), (1_572_864, 128));
+    }
+
+    #[test]
+    fn go_flag_syntax() {
+        let c = Config::from_args_env(
+            &args("-name n1 --data-dir=/tmp/x --max-txn-ops 5 --peer-auto-tls --strict-reconfig-check=false --listen-client-urls http://localhost:20000 --advertise-client-urls http://localhost:20000"),
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(c.name, "n1");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.max_txn_ops, 5);
+        assert_eq!(c.listen_client_urls[0].port, 20000);
+        assert!(c
+            .ignored
+            .contains(&("peer-auto-tls".to_string(), "true".to_string())));
+        assert!(c
+            .ignored
+            .contains(&("strict-reconfig-check".to_string(), "false".to_string())));
+    }
+
+    #[test]
+    fn errors() {
+        let e = |s: &str| Config::from_args_env(&args(s), &no_env).unwrap_err();
+        assert_eq!(e("--nope 1"), ConfigError::UnknownFlag("nope".into()));
+        assert_eq!(e("stray"), ConfigError::Positional("stray".into()));
+        assert_eq!(e("--name"), ConfigError::MissingValue("name".into()));
+        assert_eq!(
+            e("--listen-client-urls http://localhost:1"),
+            ConfigError::AdvertiseRequired
+        );
+        assert!(matches!(
+            e("--max-txn-ops x"),
+            ConfigError::InvalidValue { .. }
+        ));
+        assert!(matches!(
+            e("--peer-auto-tls=maybe"),
+            ConfigError::InvalidValue { .. }
+        ));
+        assert!(matches!(
+            e("--log-format xml"),
+            ConfigError::InvalidValue { .. }
+        ));
+        assert!(matches!(
+            e("--listen-client-urls ftp://x:1 --advertise-client-urls http://x:1"),
+            ConfigError::InvalidValue { .. }
+        ));
+    }
+
+    #[test]
+    fn env_applies_to_unset_flags_and_conflicts_with_set_ones() {
+        let env = |k: &str| match k {
+            "ETCD_NAME" => Some("from-env".to_string()),
+            "ETCD_MAX_TXN_OPS" => Some("7".to_string()),
+            _ => None,
+        };
+        let c = Config::from_args_env(&[], &env).unwrap();
+        assert_eq!((c.name.as_str(), c.max_txn_ops), ("from-env", 7));
+        assert_eq!(
+            Config::from_args_env(&args("--name x"), &env).unwrap_err(),
+            ConfigError::EnvShadowed {
+                env: "ETCD_NAME".into()
+            }
+        );
+    }
+}

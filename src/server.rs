@@ -1,0 +1,179 @@
+//! Assembles one member and its client gRPC listeners from a [`Config`], and
+//! runs them until shutdown. Used by the `concord` binary.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
+
+use crate::api::cluster::ClusterService;
+use crate::api::kv::KvService;
+use crate::api::maintenance::MaintenanceService;
+use crate::api::{max_recv_bytes, CLUSTER_VERSION};
+use crate::cluster::Bootstrap;
+use crate::config::Config;
+use crate::member::{Handle, Member, MemberConfig, MemberError};
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::storage::fjall_backend::FjallBackend;
+use crate::storage::Backend;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Member(#[from] MemberError),
+    #[error("cannot listen on {url}: {source}")]
+    Listen {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} URLs are not supported by concord yet (TLS comes with a later release)")]
+    Scheme(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(String),
+}
+
+fn bootstrap_of(cfg: &Config) -> Bootstrap {
+    Bootstrap {
+        name: cfg.name.clone(),
+        initial_cluster: cfg.initial_cluster.clone(),
+        token: cfg.initial_cluster_token.clone(),
+        advertise_peer_urls: cfg
+            .initial_advertise_peer_urls
+            .iter()
+            .map(|u| u.text.clone())
+            .collect(),
+        advertise_client_urls: cfg
+            .advertise_client_urls
+            .iter()
+            .map(|u| u.text.clone())
+            .collect(),
+    }
+}
+
+/// The gRPC router with every implemented etcd service.
+fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
+    let recv = max_recv_bytes(cfg.max_request_bytes);
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(u32::MAX))
+        .add_service(
+            KvServer::new(KvService::new(member.clone(), cfg.max_txn_ops))
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            MaintenanceServer::new(MaintenanceService::new(member.clone()))
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            ClusterServer::new(ClusterService::new(member.clone()))
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+}
+
+/// Runs a member with its client listeners until `shutdown` resolves (or the
+/// member fails), then stops accepting, lets the member finish and persists.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
+    let member_cfg = MemberConfig {
+        max_request_bytes: cfg.max_request_bytes,
+        ..MemberConfig::default()
+    };
+    let (member, handle) = Member::open(backend, &bootstrap_of(&cfg), member_cfg)?;
+    let mut member_task = tokio::spawn(member.run());
+
+    let mut listeners = Vec::new();
+    for url in &cfg.listen_client_urls {
+        if url.scheme != "http" {
+            return Err(ServerError::Scheme(url.scheme.clone()));
+        }
+        let l = TcpListener::bind(url.bind_addr())
+            .await
+            .map_err(|source| ServerError::Listen {
+                url: url.text.clone(),
+                source,
+            })?;
+        listeners.push((url.clone(), l));
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (url, listener) in listeners {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        });
+        let mut stop = stop_rx.clone();
+        let serve = router(&handle, &cfg).serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        tracing::info!(address = %url.bind_addr(), "serving insecure client requests on {}, this is strongly discouraged!", url.bind_addr());
+        servers.push(tokio::spawn(serve));
+    }
+
+    announce_ready(&cfg, &handle);
+
+    let early = tokio::select! {
+        _ = shutdown => {
+            tracing::info!("received a stop signal, shutting down");
+            None
+        }
+        r = &mut member_task => Some(r),
+    };
+    let _ = stop_tx.send(true);
+    for s in servers {
+        if let Ok(Err(e)) = s.await {
+            tracing::warn!(error = %e, "client listener stopped with an error");
+        }
+    }
+    drop(handle);
+    let member_failed = early.is_some();
+    let result = match early {
+        Some(r) => r,
+        None => member_task.await,
+    }
+    .map_err(|e| ServerError::Serve(format!("member task: {e}")))?;
+    result?;
+    if member_failed {
+        return Err(ServerError::Member(MemberError::Stopped));
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints etcd's two readiness lines once the client ports accept
+/// connections (etcd's own test harness waits for them).
+fn announce_ready(cfg: &Config, handle: &Handle) {
+    let m = handle.membership();
+    let urls: Vec<&str> = cfg
+        .advertise_client_urls
+        .iter()
+        .map(|u| u.text.as_str())
+        .collect();
+    tracing::info!(
+        cluster_version = CLUSTER_VERSION,
+        "enabled capabilities for version {CLUSTER_VERSION}"
+    );
+    tracing::info!(
+        local_member_id = format!("{:x}", m.local_id),
+        cluster_id = format!("{:x}", m.cluster_id),
+        "published {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+        cfg.name,
+        urls.join(" "),
+        m.cluster_id
+    );
+    tracing::info!("ready to serve client requests");
+}
