@@ -1,0 +1,220 @@
+//! Shared helpers for integration tests: start the real `concord` binary on
+//! free 127.0.0.1 ports with a temporary data dir, wait for etcd's readiness
+//! lines, drive it with the real `etcdctl`, kill it (-9) and restart it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_concord");
+
+/// A free port on 127.0.0.1 (bound and released; the OS does not hand it out
+/// again right away).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+pub fn etcdctl_path() -> &'static str {
+    let ok = Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the real etcdctl is required (Debian package etcd-client; scripts/install-deps installs it)"
+    );
+    "etcdctl"
+}
+
+/// One running concord member.
+pub struct Server {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub extra_args: Vec<String>,
+    /// Environment variables for the process.
+    pub envs: Vec<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+    log_rx: Option<mpsc::Receiver<String>>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut s = Server {
+            child: None,
+            port: free_port(),
+            data_dir,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            _tmp: Some(tmp),
+            log_rx: None,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--data-dir".to_string(),
+            self.data_dir.display().to_string(),
+            "--listen-client-urls".to_string(),
+            self.url(),
+            "--advertise-client-urls".to_string(),
+            self.url(),
+        ];
+        a.extend(self.extra_args.iter().cloned());
+        a
+    }
+
+    /// Starts the process and waits for both readiness lines.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(self.args())
+            .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start concord");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut ready = 0;
+        let mut seen = Vec::new();
+        while ready < 2 {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if line.contains("enabled capabilities for version")
+                        || line.contains("published")
+                    {
+                        ready += 1;
+                    }
+                    seen.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("concord did not become ready; output:\n{}", seen.join("\n"));
+                }
+            }
+        }
+        self.child = Some(child);
+        self.log_rx = Some(rx);
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let pid = c.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        c.wait().expect("wait")
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs the real etcdctl against this member.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_stdin(args, None)
+    }
+
+    pub fn ctl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(etcdctl_path());
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.url())
+            .arg("--command-timeout=10s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run etcdctl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        } else {
+            drop(child.stdin.take());
+        }
+        child.wait_with_output().expect("etcdctl output")
+    }
+
+    /// etcdctl that must succeed; returns stdout.
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            o.status.success(),
+            "etcdctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).expect("utf8")
+    }
+
+    /// etcdctl that must fail; returns its stderr's `Error: ...` line.
+    pub fn ctl_err(&self, args: &[&str]) -> String {
+        let o = self.ctl(args);
+        assert!(
+            !o.status.success(),
+            "etcdctl {args:?} unexpectedly succeeded"
+        );
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        err.lines()
+            .find(|l| l.starts_with("Error:"))
+            .unwrap_or(&err)
+            .to_string()
+    }
+
+    pub async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.endpoint()], None)
+            .await
+            .expect("etcd-client connects")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn data_dir_exists(p: &Path) -> bool {
+    p.join("concord.format").exists()
+}

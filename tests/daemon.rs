@@ -1,0 +1,114 @@
+//! The daemon as an operator meets it: flags, env vars, refusals of foreign
+//! data dirs, clean shutdown, structured logs.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Server, BIN};
+
+#[test]
+fn unknown_flag_and_positional_argument_are_errors() {
+    let o = Command::new(BIN).arg("--bogus-flag=1").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("flag provided but not defined: -bogus-flag")
+    );
+    let o = Command::new(BIN).arg("stray").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("'stray' is not a valid flag"));
+}
+
+#[test]
+fn refuses_an_etcd_data_dir_without_touching_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("member/snap")).unwrap();
+    std::fs::write(dir.path().join("member/snap/db"), b"bbolt").unwrap();
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let o = Command::new(BIN)
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("etcd data dir") && err.contains("refusing"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("member/snap/db")).unwrap(),
+        b"bbolt"
+    );
+    assert!(!dir.path().join("concord.format").exists());
+}
+
+#[test]
+fn env_vars_configure_unset_flags_and_conflict_with_set_ones() {
+    let mut s = Server::start(&[]);
+    s.kill9();
+    // ETCD_MAX_TXN_OPS applies when the flag is not given.
+    s.envs.push(("ETCD_MAX_TXN_OPS".into(), "1".into()));
+    s.spawn();
+    let out = s.ctl_stdin(&["txn"], Some("\nput a 1\nput b 2\n\n\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too many operations in txn request"));
+    // Both set: etcd's fatal conflict error.
+    let o = Command::new(BIN)
+        .env("ETCD_NAME", "x")
+        .args(["--name", "y"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("conflicting environment variable \"ETCD_NAME\""));
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_data_stays() {
+    let mut s = Server::start(&["--log-format", "json"]);
+    s.ctl_ok(&["put", "k", "v"]);
+    let st = s.terminate();
+    assert!(st.success(), "exit status {st:?}");
+    s.spawn();
+    assert_eq!(s.ctl_ok(&["get", "k", "--print-value-only"]).trim(), "v");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    // A bad data dir makes the process log and exit right away.
+    std::fs::write(dir.path().join("stray"), b"x").unwrap();
+    let o = Command::new(BIN)
+        .args([
+            "--log-format",
+            "json",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .args([
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    let json_lines: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(json_lines.len() >= 2, "{err}");
+    for l in json_lines {
+        assert!(
+            l.ends_with('}') && l.contains("\"level\"") && l.contains("\"timestamp\""),
+            "{l}"
+        );
+    }
+}
