@@ -8,6 +8,8 @@ pub mod config;
 pub mod member;
 pub mod mvcc;
 pub mod proto;
+/// The raft core lives in its own crate (`src/raft`) so it builds fast alone.
+pub use concord_raft as raft;
 #[cfg(not(madsim))]
 pub mod server;
 pub mod storage;
