@@ -1,0 +1,115 @@
+//! Seeded cluster simulations of the pure raft nodes (see `harness.rs`):
+//! faults from the seed, safety checked after every step, liveness after
+//! healing. `CONCORD_RAFT_SEED=N` replays one seed (both sizes);
+//! `CONCORD_RAFT_SEEDS=N` runs N seeds per size instead of the default.
+
+use concord_raft::harness::{run_seed, run_seed_with_bugs, Cluster, Options, Report};
+use concord_raft::PlantedBugs;
+
+const DEFAULT_SEEDS: u64 = 500;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn run_many(nodes: u64, first_seed: u64) {
+    let seeds: Vec<u64> = match env_u64("CONCORD_RAFT_SEED") {
+        Some(seed) => vec![seed],
+        None => {
+            let n = env_u64("CONCORD_RAFT_SEEDS").unwrap_or(DEFAULT_SEEDS);
+            (first_seed..first_seed + n).collect()
+        }
+    };
+    let mut total = Report::default();
+    for &seed in &seeds {
+        match run_seed(seed, nodes) {
+            Ok(r) => {
+                total.proposals_committed += r.proposals_committed;
+                total.leaders_elected += r.leaders_elected;
+                total.crashes += r.crashes;
+                total.snapshots_applied += r.snapshots_applied;
+                total.conf_changes_applied += r.conf_changes_applied;
+                total.messages_delivered += r.messages_delivered;
+            }
+            Err(v) => {
+                // Replay with a trace for the report.
+                let mut opts = Options::from_seed(seed, nodes);
+                opts.trace = true;
+                let mut c = Cluster::new(seed, opts.clone());
+                let _ = c.run();
+                let tail: Vec<&String> = c.trace.iter().rev().take(40).collect();
+                panic!(
+                    "seed {seed} ({nodes} nodes) failed: {v}\noptions: {opts:?}\nlast events (newest first): {tail:#?}\nreplay: CONCORD_RAFT_SEED={seed} cargo test -p concord-raft --test cluster"
+                );
+            }
+        }
+    }
+    eprintln!("{nodes} nodes, {} seeds: {total:?}", seeds.len());
+    if seeds.len() > 20 {
+        // The harness must actually exercise the features it claims to.
+        assert!(
+            total.proposals_committed > 0,
+            "nothing committed: {total:?}"
+        );
+        assert!(total.crashes > 0, "no crashes: {total:?}");
+        assert!(total.snapshots_applied > 0, "no snapshots: {total:?}");
+        assert!(total.conf_changes_applied > 0, "no conf changes: {total:?}");
+    }
+}
+
+#[test]
+fn three_nodes() {
+    run_many(3, 1);
+}
+
+#[test]
+fn five_nodes() {
+    run_many(5, 1_000_001);
+}
+
+/// The checkers can fail: a node that grants two votes in one term.
+#[test]
+fn planted_double_vote_is_caught() {
+    let bugs = PlantedBugs {
+        vote_twice: true,
+        ..PlantedBugs::default()
+    };
+    let caught = (1..=30).find_map(|seed| run_seed_with_bugs(seed, 5, bugs).err());
+    let v = caught.expect("no seed caught a node voting twice in a term");
+    assert!(
+        v.property == "one vote per term" || v.property == "election safety",
+        "unexpected report: {v}"
+    );
+}
+
+/// The checkers can fail: a leader that commits without a quorum.
+#[test]
+fn planted_commit_without_quorum_is_caught() {
+    let bugs = PlantedBugs {
+        commit_without_quorum: true,
+        ..PlantedBugs::default()
+    };
+    let caught = (1..=30).find_map(|seed| run_seed_with_bugs(seed, 5, bugs).err());
+    let v = caught.expect("no seed caught a commit without quorum");
+    assert_eq!(
+        v.property, "commit only by quorum",
+        "unexpected report: {v}"
+    );
+}
+
+/// Prints the full event trace of one seed:
+/// `CONCORD_RAFT_SEED=N CONCORD_RAFT_NODES=3 cargo test -p concord-raft --test cluster trace_seed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn trace_seed() {
+    let seed = env_u64("CONCORD_RAFT_SEED").unwrap_or(1);
+    let nodes = env_u64("CONCORD_RAFT_NODES").unwrap_or(3);
+    let mut opts = Options::from_seed(seed, nodes);
+    opts.trace = true;
+    let mut c = Cluster::new(seed, opts);
+    let result = c.run();
+    for line in &c.trace {
+        println!("{line}");
+    }
+    println!("{result:?}");
+}
