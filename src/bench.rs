@@ -18,6 +18,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
 
+/// Only the first request error is printed.
+static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[derive(Debug, Clone)]
 struct Opts {
     endpoints: Vec<String>,
@@ -296,8 +299,8 @@ async fn run(o: Opts) -> Result<Summary, String> {
                     Ok(()) => lat.push(t.elapsed()),
                     Err(e) => {
                         errors += 1;
-                        if errors == 1 {
-                            eprintln!("bench: request failed: {e}");
+                        if !REPORTED.swap(true, Ordering::Relaxed) {
+                            eprintln!("bench: request failed (first error shown): {e}");
                         }
                     }
                 }

@@ -20,6 +20,9 @@ use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
 
+/// How long in-flight client requests may take after a stop signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
@@ -85,12 +88,21 @@ pub async fn run(
     cfg: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    let t0 = std::time::Instant::now();
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
+    tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let member_cfg = MemberConfig {
         max_request_bytes: cfg.max_request_bytes,
         ..MemberConfig::default()
     };
+    let t1 = std::time::Instant::now();
     let (member, handle) = Member::open(backend, &bootstrap_of(&cfg), member_cfg)?;
+    tracing::info!(
+        took_ms = t1.elapsed().as_millis() as u64,
+        live_keys = handle.store().live_keys(),
+        revision = handle.store().current_revision(),
+        "member restored"
+    );
     let mut member_task = tokio::spawn(member.run());
 
     let mut listeners = Vec::new();
@@ -134,9 +146,16 @@ pub async fn run(
         r = &mut member_task => Some(r),
     };
     let _ = stop_tx.send(true);
-    for s in servers {
-        if let Ok(Err(e)) = s.await {
-            tracing::warn!(error = %e, "client listener stopped with an error");
+    // In-flight requests get a grace period; connections that stay open
+    // after it (clients keep them) are cut, as etcd does on shutdown.
+    for mut s in servers {
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut s).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "client listener stopped with an error"),
+            Ok(_) => {}
+            Err(_) => {
+                s.abort();
+                let _ = s.await;
+            }
         }
     }
     drop(handle);

@@ -303,7 +303,11 @@ impl Member {
         }
         // Everything accepted was made durable before being answered; a
         // final persist covers the applied state written since.
-        let _ = self.backend.persist();
+        if self.backend.persist().is_ok() && result.is_ok() {
+            if let Err(e) = self.backend.flush_for_restart() {
+                tracing::warn!(error = %e, "could not flush tables before exit");
+            }
+        }
         result
     }
 

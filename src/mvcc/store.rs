@@ -24,6 +24,7 @@ use prost::Message;
 
 use super::disk::{self, LiveKey};
 use super::index::{Span, TreeIndex};
+use super::key_index::KeyIndex;
 use super::revision::Revision;
 use super::{MvccError, Result, USER_KEY_BYTES_MAX};
 use crate::proto::etcdserverpb::{
@@ -320,21 +321,23 @@ impl Store {
         let current_rev = meta_i64(backend.as_ref(), disk::META_REVISION)?.max(1);
         let scheduled = meta_i64(backend.as_ref(), disk::META_COMPACT_SCHEDULED)?;
         let finished = meta_i64(backend.as_ref(), disk::META_COMPACT_FINISHED)?;
-        let mut index = TreeIndex::new();
-        for item in backend.scan(
-            Partition::KeyLive,
-            (Bound::Unbounded, Bound::Unbounded),
-            false,
-        ) {
+        let mut live_keys = Vec::new();
+        let all = (Bound::Unbounded, Bound::Unbounded);
+        for item in backend.scan(Partition::KeyLive, all, false) {
             let (k, v) = item?;
             let live = LiveKey::decode(&v)?;
-            if live.modified.main > current_rev || live.version < 1 {
+            if live.modified.main > current_rev || live.version < 1 || live.created > live.modified
+            {
                 return Err(MvccError::Corrupt(format!(
-                    "live key {k:02x?}: {live:?} beyond revision {current_rev}"
+                    "live key {k:02x?}: {live:?} inconsistent at revision {current_rev}"
                 )));
             }
-            index.restore(k, live.created, live.modified, live.version);
+            live_keys.push((
+                k,
+                KeyIndex::restore(live.created, live.modified, live.version),
+            ));
         }
+        let index = TreeIndex::from_sorted_live(live_keys);
         let disk_compaction = (scheduled > finished).then_some(DiskCompaction {
             target: scheduled,
             cursor: None,

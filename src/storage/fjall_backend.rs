@@ -23,6 +23,9 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "concord.format";
 const FORMAT_PREFIX: &str = "concord data format ";
 
+/// Most journal bytes kept before memtables are flushed to tables.
+const JOURNAL_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
 pub struct FjallBackend {
     db: Database,
     keyspaces: Vec<Keyspace>,
@@ -110,6 +113,8 @@ impl FjallBackend {
         let db_path = data_dir.join("db");
         let db = Database::builder(&db_path)
             .worker_threads(2)
+            // Bounds the journal a crash restart replays (fjall's minimum).
+            .max_journaling_size(JOURNAL_BYTES_MAX)
             .open()
             .map_err(engine)?;
         let mut keyspaces = Vec::with_capacity(Partition::ALL.len());
@@ -214,5 +219,13 @@ impl Backend for FjallBackend {
 
     fn size_bytes(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
+    }
+
+    fn flush_for_restart(&self) -> Result<()> {
+        self.db.persist(PersistMode::SyncAll).map_err(engine)?;
+        for ks in &self.keyspaces {
+            ks.rotate_memtable_and_wait().map_err(engine)?;
+        }
+        Ok(())
     }
 }

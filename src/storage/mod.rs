@@ -227,4 +227,10 @@ pub trait Backend: ReadView {
     fn snapshot(&self) -> Box<dyn ReadView>;
     /// Bytes the store occupies (on disk for fjall, in memory for the model).
     fn size_bytes(&self) -> u64;
+    /// Before a clean exit: write in-memory tables to their files so the
+    /// next start has no journal to replay. Durability does not depend on
+    /// it (`persist` does that); only restart time does.
+    fn flush_for_restart(&self) -> Result<()> {
+        Ok(())
+    }
 }
