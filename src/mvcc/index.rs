@@ -139,14 +139,6 @@ impl TreeIndex {
         }
     }
 
-    /// Adds a live key restored from its persisted summary.
-    pub fn restore(&mut self, key: Vec<u8>, created: Revision, modified: Revision, ver: i64) {
-        let prev = self
-            .keys
-            .insert(key, KeyIndex::restore(created, modified, ver));
-        assert!(prev.is_none(), "restore of a key already in the index");
-    }
-
     /// Compacts every key at `at`; returns the revisions kept.
     pub fn compact(&mut self, at: i64) -> BTreeSet<Revision> {
         let mut keep = BTreeSet::new();
