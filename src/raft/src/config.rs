@@ -128,11 +128,17 @@ impl Config {
         if max <= min {
             return Err(ConfigError::MaxElectionTickNotAboveMin { min, max });
         }
-        if self.max_uncommitted_entries_size < self.max_size_per_msg {
-            return Err(ConfigError::UncommittedBelowMsgSize {
-                size: self.max_uncommitted_entries_size,
+        if self.max_size_per_msg == 0 {
+            return Err(ConfigError::ZeroMaxSizePerMsg);
+        }
+        if self.max_inflight_bytes != 0 && self.max_inflight_bytes < self.max_size_per_msg {
+            return Err(ConfigError::InflightBytesBelowMsgSize {
+                inflight: self.max_inflight_bytes,
                 per_msg: self.max_size_per_msg,
             });
+        }
+        if self.read_only_option == ReadOnlyOption::LeaseBased && !self.check_quorum {
+            return Err(ConfigError::LeaseReadsWithoutCheckQuorum);
         }
         Ok(())
     }
@@ -197,14 +203,29 @@ mod tests {
             ),
             (
                 Config {
-                    max_uncommitted_entries_size: 10,
+                    max_inflight_bytes: 10,
                     max_size_per_msg: 11,
                     ..ok.clone()
                 },
-                ConfigError::UncommittedBelowMsgSize {
-                    size: 10,
+                ConfigError::InflightBytesBelowMsgSize {
+                    inflight: 10,
                     per_msg: 11,
                 },
+            ),
+            (
+                Config {
+                    max_size_per_msg: 0,
+                    ..ok.clone()
+                },
+                ConfigError::ZeroMaxSizePerMsg,
+            ),
+            (
+                Config {
+                    read_only_option: ReadOnlyOption::LeaseBased,
+                    check_quorum: false,
+                    ..ok.clone()
+                },
+                ConfigError::LeaseReadsWithoutCheckQuorum,
             ),
         ];
         for (i, (cfg, want)) in cases.into_iter().enumerate() {

@@ -60,8 +60,12 @@ pub enum ConfigError {
     MinElectionTickTooSmall { min: u64, election_tick: u64 },
     #[error("max election tick ({max}) must be greater than min election tick ({min})")]
     MaxElectionTickNotAboveMin { min: u64, max: u64 },
-    #[error("max uncommitted entries size ({size}) must be at least max size per msg ({per_msg})")]
-    UncommittedBelowMsgSize { size: u64, per_msg: u64 },
+    #[error("max inflight bytes ({inflight}) must be at least max size per msg ({per_msg})")]
+    InflightBytesBelowMsgSize { inflight: u64, per_msg: u64 },
+    #[error("check quorum must be enabled when read only option is lease based")]
+    LeaseReadsWithoutCheckQuorum,
+    #[error("max size per msg must be greater than 0")]
+    ZeroMaxSizePerMsg,
 }
 
 /// A conf change whose bytes cannot be decoded.

@@ -113,6 +113,7 @@ pub struct Report {
     pub crashes: u64,
     pub snapshots_applied: u64,
     pub conf_changes_applied: u64,
+    pub reads_served: u64,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -213,6 +214,10 @@ struct Checker {
     persisted: BTreeMap<(u64, u64), (u64, u64)>,
     committed_terms: BTreeMap<u64, u64>,
     chains: BTreeMap<u64, u64>,
+    /// Read requests by (node, context): the highest index committed
+    /// anywhere when the read was issued.
+    reads: BTreeMap<(u64, Vec<u8>), u64>,
+    next_read: u64,
 }
 
 pub struct Cluster {
@@ -435,6 +440,9 @@ impl Cluster {
         for e in &rd.committed_entries {
             self.apply(id, e)?;
         }
+        for rs in &rd.read_states {
+            self.check_read(id, rs)?;
+        }
         let node = self.nodes.get_mut(&id).expect("node exists");
         let raw = node.raw.as_mut().expect("running");
         raw.advance(rd.number);
@@ -577,6 +585,48 @@ impl Cluster {
             );
         }
         Ok(())
+    }
+
+    /// ReadIndex: a read must observe every write committed before it began.
+    fn check_read(&mut self, id: u64, rs: &crate::ReadState) -> Result<(), Violation> {
+        let Some(&min) = self.checker.reads.get(&(id, rs.context.clone())) else {
+            return violation(
+                "linearizable read",
+                format!(
+                    "node {id} got a read state for unknown context {:?}",
+                    rs.context
+                ),
+            );
+        };
+        if rs.index < min {
+            return violation(
+                "linearizable read",
+                format!(
+                    "node {id} read at index {} but {min} was committed before the read began",
+                    rs.index
+                ),
+            );
+        }
+        self.report.reads_served += 1;
+        Ok(())
+    }
+
+    /// Issues a linearizable read at `id`.
+    pub fn read(&mut self, id: u64) -> Result<(), Violation> {
+        self.checker.next_read += 1;
+        let ctx = format!("r{}", self.checker.next_read).into_bytes();
+        let committed = self
+            .checker
+            .committed_terms
+            .keys()
+            .next_back()
+            .copied()
+            .unwrap_or(0);
+        self.checker.reads.insert((id, ctx.clone()), committed);
+        if let Some(raw) = self.nodes.get_mut(&id).and_then(|n| n.raw.as_mut()) {
+            raw.read_index(ctx);
+        }
+        self.process_ready(id)
     }
 
     fn apply(&mut self, id: u64, e: &Entry) -> Result<(), Violation> {
@@ -859,6 +909,10 @@ impl Cluster {
             };
             self.propose(target)?;
         }
+        if self.rng.chance(1, 5) {
+            let id = any(&mut self.rng);
+            self.read(id)?;
+        }
         if self.opts.crashes && self.rng.chance(1, 60) {
             let id = any(&mut self.rng);
             self.crash(id);
@@ -1098,7 +1152,8 @@ pub fn fuzz_check(data: &[u8]) -> Result<(), Violation> {
             12 => c.heal(),
             13 => c.change_membership(arg)?,
             14 => c.transfer(node)?,
-            _ => c.compact(node),
+            15 if arg & 1 == 0 => c.compact(node),
+            _ => c.read(node)?,
         }
     }
     c.opts.max_delay_ticks = 0;

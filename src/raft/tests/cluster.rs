@@ -30,6 +30,7 @@ fn run_many(nodes: u64, first_seed: u64) {
                 total.snapshots_applied += r.snapshots_applied;
                 total.conf_changes_applied += r.conf_changes_applied;
                 total.messages_delivered += r.messages_delivered;
+                total.reads_served += r.reads_served;
             }
             Err(v) => {
                 // Replay with a trace for the report.
@@ -54,6 +55,7 @@ fn run_many(nodes: u64, first_seed: u64) {
         assert!(total.crashes > 0, "no crashes: {total:?}");
         assert!(total.snapshots_applied > 0, "no snapshots: {total:?}");
         assert!(total.conf_changes_applied > 0, "no conf changes: {total:?}");
+        assert!(total.reads_served > 0, "no reads: {total:?}");
     }
 }
 
