@@ -20,7 +20,7 @@
 //! - `process-ready ID...`, `deliver-msgs [drop=ID] ID...`, `stabilize [ID...]`
 //! - `raft-log ID`, `raft-state`, `status ID`
 //! - `compact ID` (snapshot the applied state, discard the log up to the applied index)
-//! - `report-unreachable FROM TO`, `crash ID` (drop what is not persisted), `restart ID`
+//! - `report-snapshot FROM TO [ok=false]`, `report-unreachable FROM TO`, `crash ID` (drop what is not persisted), `restart ID`
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -376,6 +376,15 @@ impl Env {
                 for e in ents {
                     let _ = writeln!(out, "{}", describe_entry(&e));
                 }
+            }
+            "report-snapshot" => {
+                let ids = cmd.ids();
+                let status = if cmd.bool_or("ok", true) {
+                    concord_raft::SnapshotStatus::Finish
+                } else {
+                    concord_raft::SnapshotStatus::Failure
+                };
+                self.raw(ids[0]).report_snapshot(ids[1], status);
             }
             "report-unreachable" => {
                 let ids = cmd.ids();
