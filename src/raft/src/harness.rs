@@ -236,6 +236,9 @@ pub struct Cluster {
     pub trace: Vec<String>,
     /// Proposals that must commit in the liveness phase.
     live_marker: Option<Vec<u8>>,
+    /// Crash points armed by the fuzz driver: node -> crash before persisting
+    /// (true) or after persisting, before sending (false), at its next Ready.
+    armed_crashes: BTreeMap<u64, bool>,
 }
 
 impl Cluster {
@@ -254,6 +257,7 @@ impl Cluster {
             report: Report::default(),
             trace: Vec::new(),
             live_marker: None,
+            armed_crashes: BTreeMap::new(),
             opts,
         };
         for &id in &voters {
@@ -421,15 +425,16 @@ impl Cluster {
     }
 
     fn handle_ready(&mut self, id: u64, rd: Ready) -> Result<(), Violation> {
+        let armed = self.armed_crashes.remove(&id);
         // Crash point before_persist: the whole Ready is lost.
-        if self.opts.crashes && self.rng.chance(1, 2000) {
+        if armed == Some(true) || (self.opts.crashes && self.rng.chance(1, 2000)) {
             self.crash(id);
             return Ok(());
         }
         self.persist(id, &rd)?;
         self.check_after_persist(id, &rd)?;
         // Crash point after_persist: nothing is sent or applied.
-        if self.opts.crashes && self.rng.chance(1, 2000) {
+        if armed == Some(false) || (self.opts.crashes && self.rng.chance(1, 2000)) {
             self.crash(id);
             return Ok(());
         }
@@ -952,6 +957,7 @@ impl Cluster {
     /// that every member of its configuration applies.
     pub fn check_liveness(&mut self) -> Result<(), Violation> {
         self.heal();
+        self.armed_crashes.clear();
         self.opts.loss_percent = 0;
         self.opts.dup_percent = 0;
         self.opts.crashes = false;
@@ -1140,6 +1146,10 @@ pub fn fuzz_check(data: &[u8]) -> Result<(), Violation> {
                 }
             }
             7 => c.propose(node)?,
+            8 if arg & 0x80 != 0 => {
+                // Arm a crash point for the node's next Ready.
+                c.armed_crashes.insert(node, arg & 0x40 != 0);
+            }
             8 => c.crash(node),
             9 => c.restart(node)?,
             10 => c.campaign(node)?,

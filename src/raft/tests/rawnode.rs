@@ -1,0 +1,164 @@
+//! The public API contract of `RawNode`: typed errors for operating
+//! conditions, panics (assertions) for caller bugs.
+
+use concord_raft::{
+    ConfState, Config, ConfigError, DropReason, Error, MemStorage, Message, MessageKind, RawNode,
+    Role, Snapshot, SnapshotMeta,
+};
+
+fn bootstrapped(id: u64, voters: &[u64]) -> RawNode<MemStorage> {
+    let mut disk = MemStorage::new();
+    disk.apply_snapshot(Snapshot {
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            conf_state: ConfState::from_voters(voters.iter().copied()),
+        },
+        data: Vec::new(),
+    })
+    .expect("bootstrap");
+    RawNode::new(&Config::new(id), disk).expect("valid config")
+}
+
+/// Persists and advances every Ready; returns the messages.
+fn drain(node: &mut RawNode<MemStorage>) -> Vec<Message> {
+    let mut out = Vec::new();
+    while node.has_ready() {
+        let rd = node.ready();
+        node.storage_mut().append(&rd.entries).expect("append");
+        if let Some(hs) = rd.hard_state {
+            node.storage_mut().set_hard_state(hs);
+        }
+        out.extend(rd.messages);
+        node.advance(rd.number);
+    }
+    out
+}
+
+#[test]
+fn invalid_config_is_a_typed_error() {
+    let cfg = Config {
+        heartbeat_tick: 0,
+        ..Config::new(1)
+    };
+    let err = RawNode::new(&cfg, MemStorage::new()).err();
+    assert_eq!(err, Some(Error::Config(ConfigError::ZeroHeartbeatTick)));
+}
+
+#[test]
+fn proposal_without_leader_is_dropped() {
+    let mut n = bootstrapped(1, &[1, 2, 3]);
+    assert_eq!(
+        n.propose(b"x".to_vec()),
+        Err(Error::ProposalDropped(DropReason::NoLeader))
+    );
+}
+
+#[test]
+fn single_voter_elects_itself_and_commits() {
+    let mut n = bootstrapped(1, &[1]);
+    n.campaign();
+    assert_eq!(n.role(), Role::Leader);
+    n.propose(b"x".to_vec()).expect("leader accepts");
+    let rd = n.ready();
+    assert!(rd.must_sync);
+    assert_eq!(
+        rd.committed_entries.len(),
+        2,
+        "empty entry of the term + proposal"
+    );
+    let hs = rd.hard_state.expect("hard state changed");
+    assert_eq!((hs.term, hs.vote, hs.commit), (2, 1, 3));
+    n.storage_mut().append(&rd.entries).expect("append");
+    n.advance(rd.number);
+    assert!(!n.has_ready());
+    assert_eq!(n.status().applied, 3);
+}
+
+#[test]
+fn response_from_unknown_peer_is_refused() {
+    let mut n = bootstrapped(1, &[1, 2, 3]);
+    let m = Message {
+        kind: MessageKind::MsgAppResp,
+        from: 9,
+        to: 1,
+        term: 1,
+        ..Message::default()
+    };
+    assert_eq!(n.step(m), Err(Error::StepPeerNotFound));
+}
+
+#[test]
+fn vote_is_in_the_ready_that_answers_it() {
+    let mut n = bootstrapped(2, &[1, 2, 3]);
+    let m = Message {
+        kind: MessageKind::MsgVote,
+        from: 1,
+        to: 2,
+        term: 2,
+        index: 1,
+        log_term: 1,
+        ..Message::default()
+    };
+    n.step(m).expect("step");
+    let rd = n.ready();
+    let hs = rd.hard_state.expect("vote changes the hard state");
+    assert_eq!((hs.term, hs.vote), (2, 1));
+    assert!(rd.must_sync, "a vote must be synced before it is sent");
+    assert_eq!(rd.messages.len(), 1);
+    assert_eq!(rd.messages[0].kind, MessageKind::MsgVoteResp);
+    assert!(!rd.messages[0].reject);
+}
+
+#[test]
+#[should_panic(expected = "before advance")]
+fn ready_twice_without_advance_panics() {
+    let mut n = bootstrapped(1, &[1]);
+    n.campaign();
+    let _ = n.ready();
+    let _ = n.ready();
+}
+
+#[test]
+#[should_panic(expected = "advance of ready 7")]
+fn advance_with_wrong_number_panics() {
+    let mut n = bootstrapped(1, &[1]);
+    n.campaign();
+    let _ = n.ready();
+    n.advance(7);
+}
+
+#[test]
+fn seeded_timeouts_are_deterministic() {
+    // Two nodes with the same seed campaign at the same tick; different
+    // seeds generally differ.
+    let first_campaign = |seed: u64| {
+        let mut disk = MemStorage::new();
+        disk.apply_snapshot(Snapshot {
+            meta: SnapshotMeta {
+                index: 1,
+                term: 1,
+                conf_state: ConfState::from_voters([1, 2, 3]),
+            },
+            data: Vec::new(),
+        })
+        .expect("bootstrap");
+        let cfg = Config {
+            seed,
+            ..Config::new(1)
+        };
+        let mut n = RawNode::new(&cfg, disk).expect("valid");
+        for tick in 1..100 {
+            n.tick();
+            if n.role() != Role::Follower {
+                let _ = drain(&mut n);
+                return tick;
+            }
+        }
+        panic!("never campaigned");
+    };
+    assert_eq!(first_campaign(7), first_campaign(7));
+    let ticks: std::collections::BTreeSet<u64> = (0..20).map(first_campaign).collect();
+    assert!(ticks.len() > 1, "timeouts are not randomised: {ticks:?}");
+    assert!(ticks.iter().all(|&t| (10..20).contains(&t)), "{ticks:?}");
+}
