@@ -13,3 +13,4 @@ pub use concord_raft as raft;
 #[cfg(not(madsim))]
 pub mod server;
 pub mod storage;
+pub mod watch;

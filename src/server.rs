@@ -10,6 +10,7 @@ use tokio_stream::StreamExt;
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
 use crate::api::maintenance::MaintenanceService;
+use crate::api::watch::WatchService;
 use crate::api::{max_recv_bytes, CLUSTER_VERSION};
 use crate::cluster::Bootstrap;
 use crate::config::Config;
@@ -17,6 +18,7 @@ use crate::member::{Handle, Member, MemberConfig, MemberError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
 
@@ -80,7 +82,15 @@ fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
                 .max_decoding_message_size(recv)
                 .max_encoding_message_size(usize::MAX),
         )
+        .add_service(
+            WatchServer::new(WatchService::new(member.clone()))
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX),
+        )
 }
+
+/// How often unsynced watchers are caught up while any exist (etcd: 100 ms).
+const WATCH_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Runs a member with its client listeners until `shutdown` resolves (or the
 /// member fails), then stops accepting, lets the member finish and persists.
@@ -104,6 +114,12 @@ pub async fn run(
         "member restored"
     );
     let mut member_task = tokio::spawn(member.run());
+    let watch_sync = tokio::spawn(
+        handle
+            .watch_hub()
+            .clone()
+            .run_sync(WATCH_SYNC_INTERVAL, cfg.watch_progress_notify_interval),
+    );
 
     let mut listeners = Vec::new();
     for url in &cfg.listen_client_urls {
@@ -158,6 +174,7 @@ pub async fn run(
             }
         }
     }
+    watch_sync.abort();
     drop(handle);
     let member_failed = early.is_some();
     let result = match early {

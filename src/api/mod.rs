@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod error;
 pub mod kv;
 pub mod maintenance;
+pub mod watch;
 
 use crate::member::Handle;
 use crate::proto::etcdserverpb::ResponseHeader;

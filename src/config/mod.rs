@@ -126,6 +126,12 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
     pub snapshot_count: u64,
+    /// `--heartbeat-interval`, milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// `--election-timeout`, milliseconds.
+    pub election_timeout_ms: u64,
+    /// `--experimental-watch-progress-notify-interval`.
+    pub watch_progress_notify_interval: std::time::Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     /// etcd flags given but not implemented yet: (flag, value).
@@ -151,6 +157,13 @@ const IMPLEMENTED: &[(&str, bool, &str)] = &[
     ("max-request-bytes", false, "1572864"),
     ("max-txn-ops", false, "128"),
     ("snapshot-count", false, "100000"),
+    ("heartbeat-interval", false, "100"),
+    ("election-timeout", false, "1000"),
+    (
+        "experimental-watch-progress-notify-interval",
+        false,
+        "10m0s",
+    ),
     ("log-level", false, "info"),
     ("log-format", false, "text"),
     ("config-file", false, ""),
@@ -160,8 +173,6 @@ const IMPLEMENTED: &[(&str, bool, &str)] = &[
 /// etcd 3.4/3.5 flags accepted but not implemented yet: (name, is_bool).
 const ACCEPTED: &[(&str, bool)] = &[
     ("wal-dir", false),
-    ("heartbeat-interval", false),
-    ("election-timeout", false),
     ("initial-election-tick-advance", true),
     ("listen-client-http-urls", false),
     ("max-snapshots", false),
@@ -242,7 +253,6 @@ const ACCEPTED: &[(&str, bool)] = &[
     ("experimental-enable-lease-checkpoint", true),
     ("experimental-enable-lease-checkpoint-persist", true),
     ("experimental-compaction-batch-limit", false),
-    ("experimental-watch-progress-notify-interval", false),
     ("experimental-warning-apply-duration", false),
     ("experimental-compact-hash-check-enabled", true),
     ("experimental-compact-hash-check-time", false),
@@ -342,6 +352,47 @@ fn parse_bool(flag: &str, v: &str) -> Result<bool, ConfigError> {
 
 fn env_name(flag: &str) -> String {
     format!("ETCD_{}", flag.to_uppercase().replace('-', "_"))
+}
+
+/// A Go `time.Duration` string: `300ms`, `1.5h`, `10m0s`, `2h45m` (units
+/// ns, us, µs, ms, s, m, h); a bare `0` is zero.
+pub fn parse_duration(flag: &str, v: &str) -> Result<std::time::Duration, ConfigError> {
+    let bad = |why: &str| ConfigError::InvalidValue {
+        flag: flag.into(),
+        value: v.into(),
+        why: why.into(),
+    };
+    if v == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = v;
+    let mut total_ns = 0f64;
+    if rest.is_empty() {
+        return Err(bad("empty duration"));
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| bad("missing unit in duration"))?;
+        let (num, tail) = rest.split_at(num_len);
+        let n: f64 = num.parse().map_err(|_| bad("invalid duration"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad("unknown unit in duration")),
+        };
+        total_ns += n * scale;
+        rest = tail;
+    }
+    Ok(std::time::Duration::from_nanos(total_ns as u64))
 }
 
 fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ConfigError> {
@@ -456,6 +507,12 @@ impl Config {
             max_request_bytes: parse_num("max-request-bytes", &get("max-request-bytes"))?,
             max_txn_ops: parse_num("max-txn-ops", &get("max-txn-ops"))?,
             snapshot_count: parse_num("snapshot-count", &get("snapshot-count"))?,
+            heartbeat_interval_ms: parse_num("heartbeat-interval", &get("heartbeat-interval"))?,
+            election_timeout_ms: parse_num("election-timeout", &get("election-timeout"))?,
+            watch_progress_notify_interval: parse_duration(
+                "experimental-watch-progress-notify-interval",
+                &get("experimental-watch-progress-notify-interval"),
+            )?,
             log_level,
             log_format,
             ignored,
@@ -476,6 +533,20 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        let d = |v: &str| parse_duration("x", v);
+        use std::time::Duration as D;
+        assert_eq!(d("10m0s"), Ok(D::from_secs(600)));
+        assert_eq!(d("100ms"), Ok(D::from_millis(100)));
+        assert_eq!(d("1.5s"), Ok(D::from_millis(1500)));
+        assert_eq!(d("2h45m"), Ok(D::from_secs(2 * 3600 + 45 * 60)));
+        assert_eq!(d("0"), Ok(D::ZERO));
+        assert!(d("10").is_err());
+        assert!(d("5x").is_err());
+        assert!(d("").is_err());
     }
 
     #[test]

@@ -97,8 +97,11 @@ impl Member {
             last.to_be_bytes().to_vec(),
         );
         self.truncate_log(w.batch_mut(), last);
-        w.commit()?;
+        let committed = w.commit()?;
         self.shared.applied.store(last, Ordering::Release);
+        // Watchers hear of a revision before any client is told it exists.
+        self.shared.watch.notify(&committed.changes);
+        self.shared.watch.advance_to(committed.revision);
         for (id, result, physical) in results {
             let Some(reply) = self.waiters.remove(&id) else {
                 continue;

@@ -33,6 +33,7 @@ use crate::mvcc::{MvccError, Store};
 use crate::proto::concordpb::{internal_request, InternalRequest};
 use crate::storage::log::{self, EntryKind, LogEntry};
 use crate::storage::{Backend, Batch, Partition, StorageError};
+use crate::watch::WatchHub;
 
 pub use apply::Applied;
 
@@ -91,6 +92,7 @@ pub struct Progress {
 
 struct Shared {
     store: Arc<Store>,
+    watch: Arc<WatchHub>,
     membership: RwLock<Membership>,
     committed: AtomicU64,
     applied: AtomicU64,
@@ -117,6 +119,10 @@ pub struct Handle {
 impl Handle {
     pub fn store(&self) -> &Arc<Store> {
         &self.shared.store
+    }
+
+    pub fn watch_hub(&self) -> &Arc<WatchHub> {
+        &self.shared.watch
     }
 
     pub fn membership(&self) -> Membership {
@@ -257,6 +263,7 @@ impl Member {
         };
         let (tx, rx) = mpsc::channel(16 * 1024);
         let shared = Arc::new(Shared {
+            watch: WatchHub::new(store.clone()),
             store,
             next_id: AtomicU64::new(first_request_id(membership.local_id)),
             membership: RwLock::new(membership),

@@ -606,17 +606,18 @@ impl Store {
 
 /// Adds deletes for one key's history entries that a compaction at `target`
 /// drops: all entries `<= target` except the newest, and that one too if it
-/// is a tombstone.
+/// is a tombstone *below* `target`.
+///
+/// A tombstone exactly at `target` stays on disk (etcd drops it) until the
+/// next compaction: reads are the same either way, but a watcher may start
+/// at the compaction revision, and it must be sent that delete.
 fn compact_key_history(group: &[disk::HistoryEntry], target: i64, batch: &mut Batch) {
     let below: Vec<&disk::HistoryEntry> = group.iter().filter(|e| e.rev.main <= target).collect();
     let Some((newest, older)) = below.split_last() else {
         return;
     };
-    for e in older
-        .iter()
-        .copied()
-        .chain(newest.tombstone.then_some(*newest))
-    {
+    let drop_newest = newest.tombstone && newest.rev.main < target;
+    for e in older.iter().copied().chain(drop_newest.then_some(*newest)) {
         batch.delete(Partition::KeyHistory, disk::history_key(&e.key, e.rev));
         batch.delete(Partition::Rev, e.rev.to_key(e.tombstone));
     }
