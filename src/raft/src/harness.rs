@@ -50,6 +50,8 @@ pub struct Options {
     pub max_inflight_msgs: usize,
     pub max_size_per_msg: u64,
     pub max_uncommitted_entries_size: u64,
+    pub max_committed_size_per_ready: u64,
+    pub max_inflight_bytes: u64,
     pub fault_ticks: u64,
     pub liveness_ticks: u64,
     pub bugs: PlantedBugs,
@@ -77,7 +79,9 @@ impl Options {
             max_inflight_msgs: [1, 4, 64][rng.range(0, 3) as usize],
             max_size_per_msg: [60, 200, 1 << 20][rng.range(0, 3) as usize],
             max_uncommitted_entries_size: [1 << 20, 1 << 30][rng.range(0, 2) as usize],
-            fault_ticks: 150,
+            max_committed_size_per_ready: [u64::MAX, 100][rng.range(0, 2) as usize],
+            max_inflight_bytes: [0, 1 << 20][rng.range(0, 2) as usize],
+            fault_ticks: 250,
             liveness_ticks: 400,
             bugs: PlantedBugs::default(),
             trace: false,
@@ -212,7 +216,9 @@ struct Checker {
     leaders: BTreeMap<u64, u64>,
     votes: BTreeMap<(u64, u64), u64>,
     persisted: BTreeMap<(u64, u64), (u64, u64)>,
-    committed_terms: BTreeMap<u64, u64>,
+    /// Committed index -> (entry term, term of the first node that reported
+    /// the commit: at least the term in which it was committed).
+    committed_terms: BTreeMap<u64, (u64, u64)>,
     chains: BTreeMap<u64, u64>,
     /// Read requests by (node, context): the highest index committed
     /// anywhere when the read was issued.
@@ -276,6 +282,8 @@ impl Cluster {
             max_size_per_msg: self.opts.max_size_per_msg,
             max_uncommitted_entries_size: self.opts.max_uncommitted_entries_size,
             max_inflight_msgs: self.opts.max_inflight_msgs,
+            max_committed_size_per_ready: self.opts.max_committed_size_per_ready,
+            max_inflight_bytes: self.opts.max_inflight_bytes,
             check_quorum: self.opts.check_quorum,
             pre_vote: self.opts.pre_vote,
             seed: self.seed.wrapping_mul(31).wrapping_add(id),
@@ -517,8 +525,8 @@ impl Cluster {
         let from = node.commit_checked + 1;
         for i in from..=hs.commit {
             let Some(t) = raw.log_term(i) else { continue };
-            match self.checker.committed_terms.get(&i) {
-                Some(&want) if want != t => {
+            match self.checker.committed_terms.get(&i).map(|&(t, _)| t) {
+                Some(want) if want != t => {
                     return violation(
                         "committed entries never change",
                         format!("node {id} committed {t}/{i}, but {want}/{i} was committed before"),
@@ -526,7 +534,7 @@ impl Cluster {
                 }
                 Some(_) => {}
                 None => {
-                    self.checker.committed_terms.insert(i, t);
+                    self.checker.committed_terms.insert(i, (t, hs.term));
                 }
             }
         }
@@ -701,8 +709,11 @@ impl Cluster {
             self.report.max_term = self.report.max_term.max(term);
             let raw = self.nodes[&id].raw.as_ref().expect("running");
             let (first, _) = raw.log_bounds();
-            for (&i, &t) in self.checker.committed_terms.range(first..) {
-                if raw.log_term(i) != Some(t) {
+            // Only entries committed in an earlier term: a leader of a stale
+            // term (elected by votes delayed in the network) may legally
+            // lack entries committed in a later term; it cannot commit.
+            for (&i, &(t, commit_term)) in self.checker.committed_terms.range(first..) {
+                if commit_term < term && raw.log_term(i) != Some(t) {
                     return violation(
                         "leader completeness",
                         format!("leader {id} of term {term} lacks committed entry {t}/{i}"),

@@ -35,3 +35,24 @@ fn fuzz_corpus_replays_clean() {
         "expected a seed corpus of a few dozen inputs, found {n}"
     );
 }
+
+fn regression(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/regressions")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Fuzz finding #1 (a checker bug): a candidate of term 3 received a vote
+/// granted before the voter moved on to term 4, and became leader of the
+/// stale term 3 after an entry had been committed in term 4. Raft allows
+/// that (the stale leader cannot commit anything); the leader-completeness
+/// checker wrongly demanded the term-4 entry. It now only demands entries
+/// committed in terms below the new leader's.
+#[test]
+fn fuzz_001_stale_term_leader_is_not_a_completeness_violation() {
+    let data = regression("fuzz_001_stale_term_leader.bin");
+    if let Err(v) = fuzz_check(&data) {
+        panic!("{v}");
+    }
+}
