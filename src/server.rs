@@ -9,6 +9,7 @@ use tokio_stream::StreamExt;
 
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::api::{max_recv_bytes, CLUSTER_VERSION};
@@ -17,6 +18,7 @@ use crate::config::Config;
 use crate::member::{Handle, Member, MemberConfig, MemberError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::storage::fjall_backend::FjallBackend;
@@ -83,6 +85,11 @@ fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
                 .max_encoding_message_size(usize::MAX),
         )
         .add_service(
+            LeaseServer::new(LeaseService::new(member.clone()))
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
             WatchServer::new(WatchService::new(member.clone()))
                 .max_decoding_message_size(recv)
                 .max_encoding_message_size(usize::MAX),
@@ -103,6 +110,11 @@ pub async fn run(
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let member_cfg = MemberConfig {
         max_request_bytes: cfg.max_request_bytes,
+        lease_min_ttl_secs: crate::lease::Lessor::min_ttl_secs(
+            cfg.heartbeat_interval_ms,
+            cfg.election_timeout_ms,
+        ),
+        election_timeout: std::time::Duration::from_millis(cfg.election_timeout_ms),
         ..MemberConfig::default()
     };
     let t1 = std::time::Instant::now();

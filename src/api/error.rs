@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::lease::LeaseError;
 use crate::member::MemberError;
 use crate::mvcc::MvccError;
 
@@ -43,6 +44,9 @@ etcd_errors! {
     FUTURE_REV = OutOfRange, "etcdserver: mvcc: required revision is a future revision";
     REQUEST_TOO_LARGE = InvalidArgument, "etcdserver: request is too large";
     LEASE_NOT_FOUND = NotFound, "etcdserver: requested lease not found";
+    LEASE_EXIST = FailedPrecondition, "etcdserver: lease already exists";
+    LEASE_TTL_TOO_LARGE = OutOfRange, "etcdserver: too large lease TTL";
+    NO_LEADER = Unavailable, "etcdserver: no leader";
     STOPPED = Unavailable, "etcdserver: server stopped";
     NOT_LEADER = FailedPrecondition, "etcdserver: not leader";
     BAD_LEADER_TRANSFEREE = FailedPrecondition, "etcdserver: bad leader transferee";
@@ -66,12 +70,28 @@ pub fn mvcc_status(e: &MvccError) -> Status {
     }
 }
 
+/// The gRPC status for a lessor error surfaced to a client.
+pub fn lease_status(e: LeaseError) -> Status {
+    match e {
+        LeaseError::NotFound => LEASE_NOT_FOUND.status(),
+        LeaseError::Exists => LEASE_EXIST.status(),
+        LeaseError::TtlTooLarge => LEASE_TTL_TOO_LARGE.status(),
+    }
+}
+
+impl From<LeaseError> for Status {
+    fn from(e: LeaseError) -> Self {
+        lease_status(e)
+    }
+}
+
 /// The gRPC status for a member error surfaced to a client.
 pub fn member_status(e: &MemberError) -> Status {
     match e {
         MemberError::RequestTooLarge { .. } => REQUEST_TOO_LARGE.status(),
         MemberError::Stopped => STOPPED.status(),
         MemberError::Mvcc(m) => mvcc_status(m),
+        MemberError::Lease(l) => lease_status(*l),
         other => {
             tracing::error!(error = %other, "member failure while serving a request");
             STOPPED.status()

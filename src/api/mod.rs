@@ -6,6 +6,7 @@ pub mod check;
 pub mod cluster;
 pub mod error;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod watch;
 

@@ -1,15 +1,24 @@
-//! The applier: turns committed log entries into store changes, in order, in
-//! one mvcc group whose batch also records the applied index.
+//! The applier: turns committed log entries into store and lease changes,
+//! in order. KV requests are applied in one mvcc group whose batch also
+//! records the applied index; a lease request closes the group and is
+//! applied in a group of its own (a revoke reads the lease's keys, which
+//! must include every key attached before it).
+//!
+//! After each group's batch is written: the lessor learns which keys moved
+//! between leases, watchers are notified, then waiters are answered.
 
 use std::sync::atomic::Ordering;
 
 use prost::Message;
 
 use super::{Member, MemberError, META_APPLIED_INDEX};
+use crate::lease::LeaseError;
 use crate::mvcc::{MvccError, Writer};
 use crate::proto::concordpb::{internal_request::Request, InternalRequest};
 use crate::proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+    request_op, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, RequestOp,
+    ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::storage::log::{self, EntryKind, LogEntry};
 use crate::storage::{Partition, StorageError};
@@ -21,33 +30,47 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint(LeaseCheckpointResponse),
 }
 
 /// Most log entries deleted behind the applied index in one group.
 const LOG_TRUNCATE_PER_GROUP_MAX: u64 = 10_000;
 
-/// Applies one request; `Ok(Err(_))` is a request error for the client,
-/// `Err(_)` a failure that stops the member.
-fn apply_request(
-    w: &mut Writer<'_>,
-    req: &Request,
-) -> Result<Result<Applied, MvccError>, MemberError> {
+type Outcome = Result<Applied, MemberError>;
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+/// Splits an mvcc error into a client error (`Ok(Err)`) or a failure that
+/// stops the member (`Err`).
+fn client_error(e: MvccError) -> Result<Outcome, MemberError> {
+    match e {
+        e @ (MvccError::Storage(_) | MvccError::Corrupt(_)) => Err(e.into()),
+        e => Ok(Err(e.into())),
+    }
+}
+
+fn apply_kv(w: &mut Writer<'_>, req: &Request) -> Result<Outcome, MemberError> {
     let r = match req {
         Request::Put(p) => w.put(p).map(Applied::Put),
         Request::DeleteRange(d) => w.delete_range(d).map(Applied::DeleteRange),
         Request::Txn(t) => w.txn(t).map(Applied::Txn),
         Request::Compaction(c) => w.compact(c.revision).map(|rev| {
             Applied::Compaction(CompactionResponse {
-                header: Some(ResponseHeader {
-                    revision: rev,
-                    ..Default::default()
-                }),
+                header: header(rev),
             })
         }),
+        _ => unreachable!("lease requests are applied by apply_lease"),
     };
     match r {
-        Err(e @ (MvccError::Storage(_) | MvccError::Corrupt(_))) => Err(e.into()),
-        other => Ok(other),
+        Ok(a) => Ok(Ok(a)),
+        Err(e) => client_error(e),
     }
 }
 
@@ -60,36 +83,89 @@ fn decode(e: &LogEntry) -> Result<InternalRequest, MemberError> {
     })
 }
 
+fn is_lease_request(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::LeaseGrant(_) | Request::LeaseRevoke(_) | Request::LeaseCheckpoint(_)
+    )
+}
+
+/// One request's result, waiting for its group to be written.
+struct Done {
+    id: u64,
+    outcome: Outcome,
+    /// A `physical=true` compaction answers once the disk compaction is done.
+    physical: Option<i64>,
+}
+
 impl Member {
     /// Applies committed entries (contiguous, after the applied index) and
     /// answers their waiters.
     pub(super) fn apply(&mut self, entries: Vec<LogEntry>) -> Result<(), MemberError> {
-        let Some(last) = entries.last().map(|e| e.index) else {
+        let Some(first) = entries.first() else {
             return Ok(());
         };
         let applied_before = self.shared.applied.load(Ordering::Acquire);
         assert_eq!(
-            entries[0].index,
+            first.index,
             applied_before + 1,
             "apply must continue right after the applied index"
         );
-        let store = self.shared.store.clone();
-        let no_leases = |_: i64| false;
-        let mut w = store.writer(&no_leases);
-        let mut results = Vec::with_capacity(entries.len());
+        let mut group: Vec<(u64, Option<InternalRequest>)> = Vec::new();
         for e in &entries {
-            if e.kind == EntryKind::Empty {
-                continue;
+            let req = match e.kind {
+                EntryKind::Empty => None,
+                _ => Some(decode(e)?),
+            };
+            let lease = req
+                .as_ref()
+                .and_then(|r| r.request.as_ref())
+                .is_some_and(is_lease_request);
+            if lease {
+                self.apply_group(std::mem::take(&mut group))?;
+                self.apply_group(vec![(e.index, req)])?;
+            } else {
+                group.push((e.index, req));
             }
-            let req = decode(e)?;
-            let Some(request) = &req.request else {
+        }
+        self.apply_group(group)
+    }
+
+    /// Applies entries in one mvcc group (at most one lease request, alone).
+    fn apply_group(
+        &mut self,
+        group: Vec<(u64, Option<InternalRequest>)>,
+    ) -> Result<(), MemberError> {
+        let Some(last) = group.last().map(|(i, _)| *i) else {
+            return Ok(());
+        };
+        let store = self.shared.store.clone();
+        let shared = self.shared.clone();
+        let lease_exists = |id: i64| shared.lessor().contains(id);
+        let mut w = store.writer(&lease_exists);
+        let mut done = Vec::with_capacity(group.len());
+        for (_, req) in &group {
+            let Some(InternalRequest {
+                id,
+                request: Some(request),
+            }) = req
+            else {
                 continue;
             };
             let physical = match request {
                 Request::Compaction(c) if c.physical => Some(c.revision),
                 _ => None,
             };
-            results.push((req.id, apply_request(&mut w, request)?, physical));
+            let outcome = if is_lease_request(request) {
+                self.apply_lease(&mut w, request)?
+            } else {
+                apply_kv(&mut w, request)?
+            };
+            done.push(Done {
+                id: *id,
+                outcome,
+                physical,
+            });
         }
         w.batch_mut().put(
             Partition::Meta,
@@ -99,21 +175,96 @@ impl Member {
         self.truncate_log(w.batch_mut(), last);
         let committed = w.commit()?;
         self.shared.applied.store(last, Ordering::Release);
+        {
+            let mut lessor = self.shared.lessor();
+            for c in &committed.changes {
+                let lease = (!c.tombstone).then_some(c.kv.lease);
+                lessor.key_changed(&c.kv.key, lease);
+            }
+        }
         // Watchers hear of a revision before any client is told it exists.
         self.shared.watch.notify(&committed.changes);
         self.shared.watch.advance_to(committed.revision);
-        for (id, result, physical) in results {
-            let Some(reply) = self.waiters.remove(&id) else {
+        for d in done {
+            let Some(reply) = self.waiters.remove(&d.id) else {
                 continue;
             };
-            match (result, physical) {
+            match (d.outcome, d.physical) {
                 (Ok(applied), Some(rev)) => self.physical_waiters.push((rev, reply, applied)),
-                (result, _) => {
-                    let _ = reply.send(result.map_err(MemberError::from));
+                (outcome, _) => {
+                    let _ = reply.send(outcome);
                 }
             }
         }
         Ok(())
+    }
+
+    /// A lease request, applied alone in its group. Lease state changes go
+    /// into the group's batch; the lessor's in-memory state changes now,
+    /// which is safe because the batch is written before anyone is answered
+    /// and a failed write stops the member.
+    fn apply_lease(&mut self, w: &mut Writer<'_>, req: &Request) -> Result<Outcome, MemberError> {
+        let now = self.shared.now();
+        match req {
+            Request::LeaseGrant(g) => {
+                let mut lessor = self.shared.lessor();
+                let r = lessor.grant(g.id, g.ttl, now, w.batch_mut());
+                Ok(r.map(|()| {
+                    Applied::LeaseGrant(LeaseGrantResponse {
+                        header: header(w.revision()),
+                        id: g.id,
+                        ttl: g.ttl,
+                        error: String::new(),
+                    })
+                })
+                .map_err(MemberError::from))
+            }
+            Request::LeaseRevoke(r) => {
+                let keys = match self.shared.lessor().keys_of(r.id) {
+                    Ok(k) => k,
+                    Err(e) => return Ok(Err(e.into())),
+                };
+                if !keys.is_empty() {
+                    let success = keys
+                        .into_iter()
+                        .map(|key| RequestOp {
+                            request: Some(request_op::Request::RequestDeleteRange(
+                                DeleteRangeRequest {
+                                    key,
+                                    ..Default::default()
+                                },
+                            )),
+                        })
+                        .collect();
+                    let txn = TxnRequest {
+                        success,
+                        ..Default::default()
+                    };
+                    if let Err(e) = w.txn(&txn) {
+                        return client_error(e);
+                    }
+                }
+                self.shared
+                    .lessor()
+                    .revoke(r.id, w.batch_mut())
+                    .map_err(|e| {
+                        MemberError::Storage(StorageError::Engine(format!("revoke: {e}")))
+                    })?;
+                Ok(Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+                    header: header(w.revision()),
+                })))
+            }
+            Request::LeaseCheckpoint(c) => {
+                let mut lessor = self.shared.lessor();
+                for cp in &c.checkpoints {
+                    lessor.checkpoint(cp.id, cp.remaining_ttl, now, w.batch_mut());
+                }
+                Ok(Ok(Applied::LeaseCheckpoint(LeaseCheckpointResponse {
+                    header: header(w.revision()),
+                })))
+            }
+            _ => unreachable!("not a lease request"),
+        }
     }
 
     /// Deletes log entries more than `log_retain_entries` behind `applied`.
@@ -125,5 +276,11 @@ impl Member {
         let to = (keep_from - 1).min(self.first_index + LOG_TRUNCATE_PER_GROUP_MAX - 1);
         log::truncate_prefix(batch, self.first_index, to);
         self.first_index = to + 1;
+    }
+}
+
+impl From<LeaseError> for MemberError {
+    fn from(e: LeaseError) -> Self {
+        MemberError::Lease(e)
     }
 }

@@ -22,15 +22,18 @@ pub mod apply;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::{Bootstrap, ClusterError, Membership};
+use crate::lease::{LeaseError, Lessor};
 use crate::mvcc::store::DiskCompactStatus;
 use crate::mvcc::{MvccError, Store};
 use crate::proto::concordpb::{internal_request, InternalRequest};
+use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
 use crate::storage::log::{self, EntryKind, LogEntry};
 use crate::storage::{Backend, Batch, Partition, StorageError};
 use crate::watch::WatchHub;
@@ -38,6 +41,10 @@ use crate::watch::WatchHub;
 pub use apply::Applied;
 
 const META_APPLIED_INDEX: &[u8] = b"member/applied_index";
+/// Most expired leases revoked per lease tick (etcd: 500 per 500 ms).
+const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
+/// Most lease checkpoints in one proposal (etcd: 1000).
+const LEASE_CHECKPOINTS_PER_PROPOSAL_MAX: usize = 1000;
 /// The term of the single-member log (raft brings real terms).
 const SINGLE_MEMBER_TERM: u64 = 1;
 
@@ -50,6 +57,8 @@ pub enum MemberError {
     Stopped,
     #[error(transparent)]
     Mvcc(#[from] MvccError),
+    #[error(transparent)]
+    Lease(crate::lease::LeaseError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -68,6 +77,13 @@ pub struct MemberConfig {
     pub log_retain_entries: u64,
     /// History entries examined per physical compaction step.
     pub compaction_step_entries: usize,
+    /// Leases granted with a shorter TTL get this one (etcd's minTTL).
+    pub lease_min_ttl_secs: i64,
+    /// Extra time leases get when this member becomes the primary lessor.
+    pub election_timeout: Duration,
+    /// How often the member looks for expired leases and renewals to
+    /// checkpoint.
+    pub lease_tick: Duration,
 }
 
 impl Default for MemberConfig {
@@ -77,6 +93,9 @@ impl Default for MemberConfig {
             group_entries_max: 4096,
             log_retain_entries: 5000,
             compaction_step_entries: 1000,
+            lease_min_ttl_secs: Lessor::min_ttl_secs(100, 1000),
+            election_timeout: Duration::from_millis(1000),
+            lease_tick: Duration::from_millis(100),
         }
     }
 }
@@ -93,12 +112,25 @@ pub struct Progress {
 struct Shared {
     store: Arc<Store>,
     watch: Arc<WatchHub>,
+    lessor: Mutex<Lessor>,
+    /// The member's monotonic clock origin (lease deadlines count from it).
+    clock: tokio::time::Instant,
     membership: RwLock<Membership>,
     committed: AtomicU64,
     applied: AtomicU64,
     stopped: AtomicBool,
     next_id: AtomicU64,
     cfg: MemberConfig,
+}
+
+impl Shared {
+    fn lessor(&self) -> MutexGuard<'_, Lessor> {
+        self.lessor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> Duration {
+        self.clock.elapsed()
+    }
 }
 
 type Reply = oneshot::Sender<Result<Applied, MemberError>>;
@@ -194,6 +226,47 @@ impl Handle {
         }
         Ok(())
     }
+
+    /// The TTL a grant of `ttl` seconds gets (raised to the minimum).
+    pub fn lease_effective_ttl(&self, ttl: i64) -> Result<i64, LeaseError> {
+        self.shared.lessor().effective_ttl(ttl)
+    }
+
+    /// A new lease ID (etcd: the member's request ID generator, positive).
+    pub fn next_lease_id(&self) -> i64 {
+        loop {
+            let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) & (i64::MAX as u64);
+            if id != 0 {
+                return id as i64;
+            }
+        }
+    }
+
+    /// A keep-alive: renews the lease on the primary; returns its TTL.
+    pub fn lease_renew(&self, id: i64) -> Result<i64, LeaseError> {
+        let now = self.shared.now();
+        self.shared.lessor().renew(id, now)
+    }
+
+    /// TimeToLive: (remaining seconds, granted TTL, keys if asked), or
+    /// `None` for an unknown lease.
+    pub fn lease_time_to_live(&self, id: i64, keys: bool) -> Option<(i64, i64, Vec<Vec<u8>>)> {
+        let now = self.shared.now();
+        let l = self.shared.lessor();
+        let lease = l.get(id)?;
+        let remaining = l.remaining_secs(id, now)?;
+        let ks = if keys {
+            lease.keys.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Some((remaining, lease.ttl, ks))
+    }
+
+    /// Every lease, soonest expiry first.
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.shared.lessor().ids_by_expiry()
+    }
 }
 
 /// etcd's request ID layout: low 16 bits of the member ID, 40 bits of Unix
@@ -262,8 +335,19 @@ impl Member {
             None => (applied + 1, applied),
         };
         let (tx, rx) = mpsc::channel(16 * 1024);
+        let clock = tokio::time::Instant::now();
+        let mut lessor = Lessor::new(cfg.lease_min_ttl_secs);
+        lessor.restore(
+            backend.as_ref(),
+            store.take_restored_leases(),
+            Duration::ZERO,
+        )?;
+        // A single member is always the leader: the primary lessor.
+        lessor.promote(cfg.election_timeout);
         let shared = Arc::new(Shared {
             watch: WatchHub::new(store.clone()),
+            lessor: Mutex::new(lessor),
+            clock,
             store,
             next_id: AtomicU64::new(first_request_id(membership.local_id)),
             membership: RwLock::new(membership),
@@ -319,7 +403,12 @@ impl Member {
     }
 
     async fn run_inner(&mut self) -> Result<(), MemberError> {
+        let mut next_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
         loop {
+            if tokio::time::Instant::now() >= next_tick {
+                self.lease_tick().await?;
+                next_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
+            }
             let first = if self.compaction_pending() {
                 match self.rx.try_recv() {
                     Ok(p) => p,
@@ -331,9 +420,10 @@ impl Member {
                     Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
                 }
             } else {
-                match self.rx.recv().await {
-                    Some(p) => p,
-                    None => return Ok(()),
+                match tokio::time::timeout_at(next_tick, self.rx.recv()).await {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return Ok(()),
+                    Err(_) => continue, // tick time
                 }
             };
             let mut group = vec![first];
@@ -348,6 +438,58 @@ impl Member {
                 self.compaction_step()?;
             }
         }
+    }
+
+    /// The primary lessor's periodic work: revoke expired leases and
+    /// replicate renewals as checkpoints, through the log like any request.
+    async fn lease_tick(&mut self) -> Result<(), MemberError> {
+        let now = self.shared.now();
+        let (expired, checkpoints) = {
+            let mut l = self.shared.lessor();
+            if !l.is_primary() {
+                return Ok(());
+            }
+            (
+                l.take_expired(now, LEASE_REVOKES_PER_TICK_MAX),
+                l.take_checkpoints(LEASE_CHECKPOINTS_PER_PROPOSAL_MAX),
+            )
+        };
+        let mut group: Vec<Proposal> = expired
+            .into_iter()
+            .map(|id| {
+                tracing::info!(lease = format!("{id:016x}"), "lease expired, revoking");
+                self.internal_proposal(internal_request::Request::LeaseRevoke(LeaseRevokeRequest {
+                    id,
+                }))
+            })
+            .collect();
+        if !checkpoints.is_empty() {
+            let checkpoints = checkpoints
+                .into_iter()
+                .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                .collect();
+            group.push(
+                self.internal_proposal(internal_request::Request::LeaseCheckpoint(
+                    LeaseCheckpointRequest { checkpoints },
+                )),
+            );
+        }
+        if group.is_empty() {
+            return Ok(());
+        }
+        self.handle_group(group).await
+    }
+
+    /// A request the member proposes itself; nobody waits for its answer.
+    fn internal_proposal(&self, request: internal_request::Request) -> Proposal {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let data = InternalRequest {
+            id,
+            request: Some(request),
+        }
+        .encode_to_vec();
+        let (reply, _) = oneshot::channel();
+        Proposal { id, data, reply }
     }
 
     fn compaction_pending(&self) -> bool {

@@ -59,6 +59,8 @@ struct DiskCompaction {
 
 pub struct Store {
     backend: Arc<dyn Backend>,
+    /// Live keys with a lease, as restored; taken once by the lessor.
+    restored_leases: Mutex<Vec<(Vec<u8>, i64)>>,
     state: RwLock<State>,
     disk_compaction: Mutex<Option<DiskCompaction>>,
 }
@@ -322,6 +324,7 @@ impl Store {
         let scheduled = meta_i64(backend.as_ref(), disk::META_COMPACT_SCHEDULED)?;
         let finished = meta_i64(backend.as_ref(), disk::META_COMPACT_FINISHED)?;
         let mut live_keys = Vec::new();
+        let mut leased = Vec::new();
         let all = (Bound::Unbounded, Bound::Unbounded);
         for item in backend.scan(Partition::KeyLive, all, false) {
             let (k, v) = item?;
@@ -331,6 +334,9 @@ impl Store {
                 return Err(MvccError::Corrupt(format!(
                     "live key {k:02x?}: {live:?} inconsistent at revision {current_rev}"
                 )));
+            }
+            if live.lease != 0 {
+                leased.push((k.clone(), live.lease));
             }
             live_keys.push((
                 k,
@@ -350,6 +356,7 @@ impl Store {
         );
         Ok(Self {
             backend,
+            restored_leases: Mutex::new(leased),
             state: RwLock::new(State {
                 index,
                 current_rev,
@@ -366,6 +373,16 @@ impl Store {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The live keys that had a lease when the store was opened (once).
+    pub fn take_restored_leases(&self) -> Vec<(Vec<u8>, i64)> {
+        std::mem::take(
+            &mut *self
+                .restored_leases
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        )
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

@@ -1,0 +1,137 @@
+//! The Lease service: Grant, Revoke, KeepAlive (a stream), TimeToLive,
+//! Leases. Grants and revokes go through the log; keep-alives renew on the
+//! primary lessor and are replicated as checkpoints by the member.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{fill_header, header_at};
+use crate::member::{Applied, Handle};
+use crate::proto::concordpb::internal_request::Request as Internal;
+use crate::proto::etcdserverpb::lease_server::Lease;
+use crate::proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+
+pub struct LeaseService {
+    member: Handle,
+}
+
+impl LeaseService {
+    pub fn new(member: Handle) -> Self {
+        Self { member }
+    }
+}
+
+fn unexpected(what: &str, got: &Applied) -> Status {
+    tracing::error!(?got, "applier answered a {what} with another response");
+    Status::internal(format!("etcdserver: unexpected apply result for {what}"))
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let r = request.into_inner();
+        let ttl = self.member.lease_effective_ttl(r.ttl)?;
+        let id = if r.id == 0 {
+            self.member.next_lease_id()
+        } else {
+            r.id
+        };
+        match self
+            .member
+            .propose(Internal::LeaseGrant(LeaseGrantRequest { id, ttl }))
+            .await?
+        {
+            Applied::LeaseGrant(mut resp) => {
+                fill_header(&self.member, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected("lease grant", &other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let r = request.into_inner();
+        match self.member.propose(Internal::LeaseRevoke(r)).await? {
+            Applied::LeaseRevoke(mut resp) => {
+                fill_header(&self.member, &mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected("lease revoke", &other)),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let member = self.member.clone();
+        let out = request.into_inner().map(move |req| {
+            let req = req?;
+            // Unknown or expired: TTL 0, and the stream goes on (etcd).
+            let ttl = member.lease_renew(req.id).unwrap_or(0);
+            Ok(LeaseKeepAliveResponse {
+                header: header_at(&member, 0),
+                id: req.id,
+                ttl,
+            })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let r = request.into_inner();
+        let resp = match self.member.lease_time_to_live(r.id, r.keys) {
+            Some((ttl, granted_ttl, keys)) => LeaseTimeToLiveResponse {
+                header: header_at(&self.member, 0),
+                id: r.id,
+                ttl,
+                granted_ttl,
+                keys,
+            },
+            // etcd answers an unknown lease with TTL -1, not an error.
+            None => LeaseTimeToLiveResponse {
+                header: header_at(&self.member, 0),
+                id: r.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self
+            .member
+            .lease_ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: header_at(&self.member, 0),
+            leases,
+        }))
+    }
+}
