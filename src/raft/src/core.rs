@@ -100,6 +100,10 @@ pub struct Raft<S: Storage> {
     pub leader_id: u64,
     /// The peer leadership is being transferred to, 0 if none.
     pub lead_transferee: u64,
+    /// A leader removed from (or demoted in) the configuration keeps leading,
+    /// without taking proposals, until a voter has its whole log; then it
+    /// hands over with MsgTimeoutNow and steps down.
+    pub stepping_down: bool,
     /// Index of the latest conf change that may be unapplied (leader only).
     pub pending_conf_index: u64,
     /// Payload bytes of entries appended by this leader and not yet applied.
@@ -142,6 +146,7 @@ impl<S: Storage> Raft<S> {
             msgs: Vec::new(),
             leader_id: 0,
             lead_transferee: 0,
+            stepping_down: false,
             pending_conf_index: 0,
             uncommitted_size: 0,
             read_only: ReadOnly::default(),
@@ -161,21 +166,14 @@ impl<S: Storage> Raft<S> {
             logger,
             bugs: PlantedBugs::default(),
         };
+        // An empty conf state is a node not yet part of any configuration:
+        // it learns one from the leader's snapshot.
         let (cfg, prs) = confchange::restore(
             &rs.conf_state,
             r.raft_log.last_index(),
             c.max_inflight_msgs,
             c.max_inflight_bytes,
-        )
-        .or_else(|e| {
-            if rs.conf_state == ConfState::default() {
-                // A node that is not yet part of any configuration (it will
-                // learn it from the leader's log or snapshot).
-                Ok(Default::default())
-            } else {
-                Err(e)
-            }
-        })?;
+        )?;
         let cs = r.switch_to_config(cfg, prs);
         assert_conf_states_equivalent(&rs.conf_state, &cs);
         if !rs.hard_state.is_empty() {
@@ -471,6 +469,7 @@ impl<S: Storage> Raft<S> {
         self.heartbeat_elapsed = 0;
         self.reset_randomized_election_timeout();
         self.abort_leader_transfer();
+        self.stepping_down = false;
         self.prs.reset_votes();
         let last = self.raft_log.last_index();
         let (id, max_inflight, max_bytes) =
@@ -591,6 +590,16 @@ impl<S: Storage> Raft<S> {
             // A transfer not finished within an election timeout is aborted.
             if self.role == Role::Leader && self.lead_transferee != 0 {
                 self.abort_leader_transfer();
+            }
+            // A removed leader that could not hand over in time gives up.
+            if self.role == Role::Leader && self.stepping_down {
+                rlog!(
+                    self,
+                    Level::Info,
+                    "stepping down without a handover: no voter caught up in time"
+                );
+                let term = self.term;
+                self.become_follower(term, 0);
             }
         }
         if self.role != Role::Leader {
@@ -929,7 +938,7 @@ impl<S: Storage> Raft<S> {
             rlog!(self, Level::Warn, "dropping empty proposal from {}", m.from);
             return Err(Error::ProposalDropped(DropReason::NotInConfiguration));
         }
-        if !self.prs.progress.contains_key(&self.id) {
+        if !self.prs.progress.contains_key(&self.id) || self.stepping_down {
             // Removed from the configuration while leader.
             return Err(Error::ProposalDropped(DropReason::NotInConfiguration));
         }
@@ -1141,6 +1150,44 @@ impl<S: Storage> Raft<S> {
             );
             self.send_timeout_now(from);
         }
+        if self.stepping_down {
+            self.maybe_finish_step_down();
+        }
+    }
+
+    /// A removed or demoted leader hands over once a voter of the new
+    /// configuration has its whole log (so that voter can win an election
+    /// even against this node's vote), or keeps pushing its log to the most
+    /// advanced voter. Stepping down at once could leave the remaining
+    /// voters unable to elect anyone: they may not know yet that the
+    /// removal committed, so they still need this node's vote, which it
+    /// refuses to candidates with shorter logs.
+    fn maybe_finish_step_down(&mut self) {
+        let last = self.raft_log.last_index();
+        let best = self
+            .prs
+            .voter_ids()
+            .into_iter()
+            .filter(|&id| id != self.id)
+            .filter_map(|id| self.prs.progress.get(&id).map(|p| (p.matched, id)))
+            .max_by_key(|&(matched, id)| (matched, std::cmp::Reverse(id)));
+        let Some((matched, to)) = best else {
+            let term = self.term;
+            self.become_follower(term, 0);
+            return;
+        };
+        if matched == last {
+            rlog!(
+                self,
+                Level::Info,
+                "removed from the configuration: handing over to {to}"
+            );
+            self.send_timeout_now(to);
+            let term = self.term;
+            self.become_follower(term, 0);
+        } else {
+            self.send_append(to);
+        }
     }
 
     fn handle_heartbeat_response(&mut self, m: &Message) {
@@ -1173,6 +1220,9 @@ impl<S: Storage> Raft<S> {
     }
 
     fn handle_transfer_leader(&mut self, transferee: u64) {
+        if self.stepping_down {
+            return; // already handing over
+        }
         let Some(pr) = self.prs.progress.get(&transferee) else {
             return;
         };
@@ -1597,17 +1647,23 @@ impl<S: Storage> Raft<S> {
         let pr = self.prs.progress.get(&self.id);
         self.is_learner = pr.is_some_and(|p| p.is_learner);
         if (pr.is_none() || self.is_learner) && self.role == Role::Leader {
-            // Removed or demoted leader: step down. The remaining voters
-            // elect a new leader after their election timeout.
+            // Removed or demoted leader: hand over, then step down.
             rlog!(
                 self,
                 Level::Info,
-                "stepping down as leader: removed or demoted"
+                "removed or demoted while leader: stepping down"
             );
-            let term = self.term;
-            self.become_follower(term, 0);
+            self.stepping_down = true;
+            self.abort_leader_transfer();
+            self.maybe_commit();
+            self.maybe_finish_step_down();
+            if self.role == Role::Leader {
+                self.bcast_append();
+            }
             return cs;
         }
+        // Re-added before the handover finished: lead normally again.
+        self.stepping_down = false;
         if self.role != Role::Leader || cs.voters.is_empty() {
             return cs;
         }

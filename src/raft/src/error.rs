@@ -112,6 +112,8 @@ pub enum Error {
     StepLocalMsg,
     #[error("raft: cannot step as peer not found")]
     StepPeerNotFound,
+    #[error("raft: invalid message: {0}")]
+    InvalidMessage(String),
     #[error("raft: invalid config: {0}")]
     Config(#[from] ConfigError),
     #[error("raft: storage: {0}")]

@@ -130,6 +130,40 @@ pub struct Status {
     pub progress: Option<BTreeMap<u64, ProgressStatus>>,
 }
 
+/// Cheap structural checks on a message from the network.
+fn validate_message(m: &Message) -> Result<(), Error> {
+    let invalid = |why: &str| Err(Error::InvalidMessage(format!("{why}: {m:?}")));
+    if m.from == 0 {
+        return invalid("no sender");
+    }
+    match m.kind {
+        MessageKind::MsgApp => {
+            for (i, e) in m.entries.iter().enumerate() {
+                if e.index != m.index + 1 + i as u64 {
+                    return invalid("non-contiguous entries");
+                }
+                let prev_term = if i == 0 {
+                    m.log_term
+                } else {
+                    m.entries[i - 1].term
+                };
+                if e.term > m.term || e.term < prev_term {
+                    return invalid("entry term out of range");
+                }
+            }
+        }
+        MessageKind::MsgSnap if m.snapshot.as_ref().is_none_or(|s| s.is_empty()) => {
+            return invalid("snapshot message without a snapshot");
+        }
+        MessageKind::MsgProp if m.entries.is_empty() => return invalid("empty proposal"),
+        MessageKind::MsgVote | MessageKind::MsgPreVote if m.term == 0 => {
+            return invalid("vote request without a term");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The public, thread-confined interface to one raft node.
 pub struct RawNode<S: Storage> {
     raft: Raft<S>,
@@ -204,8 +238,12 @@ impl<S: Storage> RawNode<S> {
         Ok(self.raft.apply_conf_change(cc)?)
     }
 
-    /// Feeds a message from a peer. Responses from unknown peers are refused.
+    /// Feeds a message from a peer. Responses from unknown peers and
+    /// structurally malformed messages are refused. Beyond that, peers are
+    /// trusted (raft does not tolerate Byzantine faults): a message that
+    /// contradicts what this node persisted trips an assertion.
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
+        validate_message(&m)?;
         if m.kind.is_response() && !self.raft.prs.progress.contains_key(&m.from) {
             return Err(Error::StepPeerNotFound);
         }

@@ -115,3 +115,17 @@ fn trace_seed() {
     }
     println!("{result:?}");
 }
+
+/// Sweep finding (seed 1054, 3 nodes): the leader applied the joint-config
+/// exit that removed it and stepped down at once. The other two voters had
+/// not learned that the exit committed, so their (joint) configuration
+/// still needed the removed node's vote, which it refused because its log
+/// was longer than theirs; and a removed node never campaigns. No leader
+/// could be elected. Fixed by the graceful step-down: the removed leader
+/// hands over with MsgTimeoutNow once a voter has its whole log.
+#[test]
+fn seed_1054_removed_leader_hands_over() {
+    if let Err(v) = run_seed(1054, 3) {
+        panic!("seed 1054: {v}");
+    }
+}

@@ -162,3 +162,35 @@ fn seeded_timeouts_are_deterministic() {
     assert!(ticks.len() > 1, "timeouts are not randomised: {ticks:?}");
     assert!(ticks.iter().all(|&t| (10..20).contains(&t)), "{ticks:?}");
 }
+
+#[test]
+fn malformed_messages_are_refused() {
+    let mut n = bootstrapped(2, &[1, 2, 3]);
+    let app = Message {
+        kind: MessageKind::MsgApp,
+        from: 1,
+        to: 2,
+        term: 2,
+        index: 1,
+        log_term: 1,
+        entries: vec![concord_raft::Entry::new(2, 3, vec![])], // should be index 2
+        ..Message::default()
+    };
+    assert!(matches!(n.step(app), Err(Error::InvalidMessage(_))));
+    let snap = Message {
+        kind: MessageKind::MsgSnap,
+        from: 1,
+        to: 2,
+        term: 2,
+        ..Message::default()
+    };
+    assert!(matches!(n.step(snap), Err(Error::InvalidMessage(_))));
+    let prop = Message {
+        kind: MessageKind::MsgProp,
+        from: 1,
+        to: 2,
+        ..Message::default()
+    };
+    assert!(matches!(n.step(prop), Err(Error::InvalidMessage(_))));
+    assert_eq!(n.term(), 1, "nothing was stepped");
+}
