@@ -4,9 +4,12 @@
 
 pub mod check;
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod error;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 

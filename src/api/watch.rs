@@ -20,7 +20,7 @@ use crate::proto::etcdserverpb::{
     watch_request::RequestUnion, RangeRequest, WatchRequest, WatchResponse,
 };
 use crate::proto::mvccpb::{event::EventType, Event};
-use crate::watch::{Outgoing, WatchHub, STREAM_BUFFER_RESPONSES_MAX};
+use crate::watch::{Outgoing, StreamGuard, WatchHub, STREAM_BUFFER_RESPONSES_MAX};
 
 pub struct WatchService {
     member: Handle,
@@ -29,18 +29,6 @@ pub struct WatchService {
 impl WatchService {
     pub fn new(member: Handle) -> Self {
         Self { member }
-    }
-}
-
-/// Closes the hub stream when the response stream is dropped (client gone).
-struct CloseOnDrop {
-    hub: Arc<WatchHub>,
-    stream: u64,
-}
-
-impl Drop for CloseOnDrop {
-    fn drop(&mut self) {
-        self.hub.close_stream(self.stream);
     }
 }
 
@@ -59,7 +47,7 @@ impl Watch for WatchService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_RESPONSES_MAX);
         let stream = hub.open_stream(tx.clone());
         tokio::spawn(receive(inbound, hub.clone(), stream, tx));
-        let guard = CloseOnDrop { hub, stream };
+        let guard = StreamGuard::new(hub, stream);
         let member = self.member.clone();
         let out =
             futures::stream::unfold((rx, guard, member), |(mut rx, guard, member)| async move {

@@ -588,6 +588,42 @@ impl WatchHub {
     }
 }
 
+/// Closes a hub stream when dropped (a client gone, an internal watch done).
+pub struct StreamGuard {
+    hub: Arc<WatchHub>,
+    stream: u64,
+}
+
+impl StreamGuard {
+    pub fn new(hub: Arc<WatchHub>, stream: u64) -> Self {
+        Self { hub, stream }
+    }
+
+    pub fn stream(&self) -> u64 {
+        self.stream
+    }
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.hub.close_stream(self.stream);
+    }
+}
+
+/// An in-process watch (for the Lock and Election services): events of
+/// `key`..`range_end` from `start_revision`, until the guard is dropped.
+pub fn watch_internal(
+    hub: &Arc<WatchHub>,
+    req: &WatchCreateRequest,
+) -> Result<(StreamGuard, mpsc::Receiver<Outgoing>), CreateError> {
+    let (tx, rx) = mpsc::channel(64);
+    let stream = hub.open_stream(tx);
+    let guard = StreamGuard::new(hub.clone(), stream);
+    let (id, _) = hub.create(stream, req).map_err(|(e, _)| e)?;
+    hub.announce(stream, id);
+    Ok((guard, rx))
+}
+
 fn remove_watcher(g: &mut Inner, wk: u64) {
     let Some(w) = g.watchers.remove(&wk) else {
         return;

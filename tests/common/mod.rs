@@ -202,6 +202,31 @@ impl Server {
             .to_string()
     }
 
+    /// Starts a long-running etcdctl (watch, lock, elect, keep-alive) whose
+    /// stdout lines can be read as they come.
+    pub fn ctl_spawn(&self, args: &[&str]) -> Spawned {
+        let mut child = Command::new(etcdctl_path())
+            .env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(self.url())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run etcdctl");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Spawned { child, lines: rx }
+    }
+
     pub async fn client(&self) -> etcd_client::Client {
         etcd_client::Client::connect([self.endpoint()], None)
             .await
@@ -212,6 +237,40 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A running etcdctl with its output lines.
+pub struct Spawned {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+}
+
+impl Spawned {
+    /// The next stdout line (waits up to 30 s, then fails the test).
+    pub fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("etcdctl printed a line within 30 s")
+    }
+
+    /// The next `n` lines.
+    pub fn lines(&self, n: usize) -> Vec<String> {
+        (0..n).map(|_| self.line()).collect()
+    }
+
+    /// SIGTERM (etcdctl releases what it holds) and wait.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
