@@ -567,3 +567,43 @@ async fn election_service_campaign_proclaim_observe_resign() {
         .expect_err("not leader");
     assert!(e.to_string().contains("election: not leader"), "{e}");
 }
+
+#[tokio::test]
+async fn a_slow_watcher_blocks_nobody_and_is_resumed_without_loss() {
+    let s = Server::start(&[]);
+    let mut c = s.client().await;
+    let mut h = History::new();
+    let start = put(&mut c, &mut h, "k", "start").await + 1;
+    let opts = || Some(WatchOptions::new().with_start_revision(start));
+    // The slow stream is not read while 2000 writes of 4 KiB happen: its
+    // HTTP/2 window and the server's buffer fill up, and the server parks it.
+    let mut slow = s.client().await.watch("k", opts()).await.expect("watch");
+    let mut fast = c.watch("k", opts()).await.expect("watch");
+    let value = "x".repeat(4096);
+    let mut by_id = std::collections::BTreeMap::new();
+    for i in 0..2000 {
+        put(&mut c, &mut h, "k", &format!("{i}{value}")).await;
+    }
+    let writes = h.changes().len() - 1;
+    collect_until(&mut fast, &mut by_id, |m| {
+        m.values().map(|v| events_of(v)).sum::<usize>() >= writes
+    })
+    .await;
+    let spec = WatchSpec {
+        key: b"k".to_vec(),
+        start_rev: start,
+        ..Default::default()
+    };
+    for responses in by_id.values() {
+        assert_eq!(check(&h, &spec, responses), vec![], "the fast watcher");
+    }
+    // Now the slow one reads: everything arrives, in order, no gap.
+    let mut slow_seen = std::collections::BTreeMap::new();
+    collect_until(&mut slow, &mut slow_seen, |m| {
+        m.values().map(|v| events_of(v)).sum::<usize>() >= writes
+    })
+    .await;
+    for responses in slow_seen.values() {
+        assert_eq!(check(&h, &spec, responses), vec![], "the slow watcher");
+    }
+}

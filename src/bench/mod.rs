@@ -5,6 +5,7 @@
 //! concord bench [--endpoints a,b] [--clients N] [--conns N] put   [--total N] [--key-size N] [--val-size N] [--key-space-size N] [--sequential-keys]
 //! concord bench ...                                           range KEY [END] [--total N] [--consistency l|s]
 //! concord bench ...                                           txn-put [--total N] [--txn-ops N] [--key-size N] [--val-size N] [--key-space-size N]
+//! concord bench ...                                           watch [--watchers N] [--streams N] [--puts N] [--val-size N] [--hold]
 //! ```
 //! Prints throughput and latency percentiles; `--json` prints one JSON line.
 
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
+
+mod watch;
 
 use crate::proto::etcdserverpb::kv_client::KvClient;
 use crate::proto::etcdserverpb::{request_op, PutRequest, RangeRequest, RequestOp, TxnRequest};
@@ -34,6 +37,10 @@ struct Opts {
     txn_ops: usize,
     serializable: bool,
     json: bool,
+    watchers: usize,
+    streams: usize,
+    puts: u64,
+    hold: bool,
     cmd: Cmd,
 }
 
@@ -42,6 +49,7 @@ enum Cmd {
     Put,
     Range(Vec<u8>, Vec<u8>),
     TxnPut,
+    Watch,
 }
 
 fn usage() -> ExitCode {
@@ -49,7 +57,8 @@ fn usage() -> ExitCode {
         "usage: concord bench [--endpoints host:port,...] [--clients N] [--conns N] [--json] \
          (put [--total N] [--key-size N] [--val-size N] [--key-space-size N] [--sequential-keys] \
          | range KEY [END] [--total N] [--consistency l|s] \
-         | txn-put [--total N] [--txn-ops N] [--key-size N] [--val-size N] [--key-space-size N])"
+         | txn-put [--total N] [--txn-ops N] [--key-size N] [--val-size N] [--key-space-size N] \
+         | watch [--watchers N] [--streams N] [--puts N] [--val-size N] [--hold])"
     );
     ExitCode::from(2)
 }
@@ -67,6 +76,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         txn_ops: 1,
         serializable: false,
         json: false,
+        watchers: 100,
+        streams: 10,
+        puts: 1000,
+        hold: false,
         cmd: Cmd::Put,
     };
     let mut positional: Vec<String> = Vec::new();
@@ -107,6 +120,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "consistency" => o.serializable = value()? == "s",
             "sequential-keys" => o.sequential = true,
             "json" => o.json = true,
+            "watchers" => o.watchers = num(value()?)?.max(1) as usize,
+            "streams" => o.streams = num(value()?)?.max(1) as usize,
+            "puts" => o.puts = num(value()?)?,
+            "hold" => o.hold = true,
             other => return Err(format!("unknown flag --{other}")),
         }
         i += 1;
@@ -114,6 +131,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
     o.cmd = match positional.first().map(String::as_str) {
         Some("put") => Cmd::Put,
         Some("txn-put") => Cmd::TxnPut,
+        Some("watch") => Cmd::Watch,
         Some("range") => {
             let key = positional.get(1).ok_or("range needs a KEY")?;
             let end = positional.get(2).cloned().unwrap_or_default();
@@ -192,6 +210,7 @@ async fn one_request(
             })
             .await?;
         }
+        Cmd::Watch => unreachable!("watch has its own runner"),
     }
     Ok(())
 }
@@ -223,6 +242,7 @@ fn report(o: &Opts, mut s: Summary) {
         Cmd::Put => "put",
         Cmd::Range(..) => "range",
         Cmd::TxnPut => "txn-put",
+        Cmd::Watch => "watch",
     };
     if o.json {
         println!(
@@ -258,7 +278,8 @@ fn report(o: &Opts, mut s: Summary) {
     }
 }
 
-async fn run(o: Opts) -> Result<Summary, String> {
+/// `o.conns` connections to the endpoints, round robin.
+async fn connect(o: &Opts) -> Result<Vec<Channel>, String> {
     let mut channels = Vec::with_capacity(o.conns);
     for i in 0..o.conns {
         let ep = &o.endpoints[i % o.endpoints.len()];
@@ -275,6 +296,11 @@ async fn run(o: Opts) -> Result<Summary, String> {
             .map_err(|e| format!("cannot connect to {ep}: {e}"))?;
         channels.push(ch);
     }
+    Ok(channels)
+}
+
+async fn run(o: Opts) -> Result<Summary, String> {
+    let channels = connect(&o).await?;
     let next = Arc::new(AtomicU64::new(0));
     let value = Arc::new(vec![b'v'; o.val_size]);
     let o = Arc::new(o);
@@ -340,6 +366,15 @@ pub fn main(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if matches!(o.cmd, Cmd::Watch) {
+        return match rt.block_on(watch::run(&o)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match rt.block_on(run(o.clone())) {
         Ok(s) => {
             let failed = s.errors > 0;
