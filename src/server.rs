@@ -8,8 +8,10 @@ use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
 use crate::api::cluster::ClusterService;
+use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::api::{max_recv_bytes, CLUSTER_VERSION};
@@ -21,6 +23,8 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
 
@@ -91,6 +95,16 @@ fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
         )
         .add_service(
             WatchServer::new(WatchService::new(member.clone()))
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            LockServer::new(LockService::new(member.clone()))
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            ElectionServer::new(ElectionService::new(member.clone()))
                 .max_decoding_message_size(recv)
                 .max_encoding_message_size(usize::MAX),
         )
