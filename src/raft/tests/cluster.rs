@@ -1,7 +1,8 @@
 //! Seeded cluster simulations of the pure raft nodes (see `harness.rs`):
 //! faults from the seed, safety checked after every step, liveness after
 //! healing. `CONCORD_RAFT_SEED=N` replays one seed (both sizes);
-//! `CONCORD_RAFT_SEEDS=N` runs N seeds per size instead of the default.
+//! `CONCORD_RAFT_SEEDS=N` runs N seeds per size instead of the default
+//! 500 (1,000 in all), starting `CONCORD_RAFT_FIRST_SEED` further on.
 
 use concord_raft::harness::{run_seed, run_seed_with_bugs, Cluster, Options, Report};
 use concord_raft::PlantedBugs;
@@ -17,7 +18,8 @@ fn run_many(nodes: u64, first_seed: u64) {
         Some(seed) => vec![seed],
         None => {
             let n = env_u64("CONCORD_RAFT_SEEDS").unwrap_or(DEFAULT_SEEDS);
-            (first_seed..first_seed + n).collect()
+            let first = first_seed + env_u64("CONCORD_RAFT_FIRST_SEED").unwrap_or(0);
+            (first..first + n).collect()
         }
     };
     let mut total = Report::default();
@@ -31,6 +33,8 @@ fn run_many(nodes: u64, first_seed: u64) {
                 total.conf_changes_applied += r.conf_changes_applied;
                 total.messages_delivered += r.messages_delivered;
                 total.reads_served += r.reads_served;
+                total.ticks += r.ticks;
+                total.max_term = total.max_term.max(r.max_term);
             }
             Err(v) => {
                 // Replay with a trace for the report.

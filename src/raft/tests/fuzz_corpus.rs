@@ -56,3 +56,17 @@ fn fuzz_001_stale_term_leader_is_not_a_completeness_violation() {
         panic!("{v}");
     }
 }
+
+/// Fuzz finding #2 (a liveness bug in the core, the same one the seed sweep
+/// found as seed 1054): a leader removed by a joint-config exit stepped
+/// down at once; the remaining voters, still in the joint config, needed
+/// its vote, which it refused (its log was longer), and it never
+/// campaigned. Fixed by the removed leader's handover (MsgTimeoutNow to a
+/// caught-up voter) before stepping down.
+#[test]
+fn fuzz_002_removed_leader_hands_over() {
+    let data = regression("fuzz_002_removed_leader_deadlock.bin");
+    if let Err(v) = fuzz_check(&data) {
+        panic!("{v}");
+    }
+}
