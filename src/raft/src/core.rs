@@ -174,7 +174,7 @@ impl<S: Storage> Raft<S> {
             c.max_inflight_msgs,
             c.max_inflight_bytes,
         )?;
-        let cs = r.switch_to_config(cfg, prs);
+        let cs = r.switch_to_config((cfg, prs));
         assert_conf_states_equivalent(&rs.conf_state, &cs);
         if !rs.hard_state.is_empty() {
             r.load_state(rs.hard_state);
@@ -1596,7 +1596,7 @@ impl<S: Storage> Raft<S> {
             Ok(x) => x,
             Err(e) => panic!("{} unable to restore config {cs:?}: {e}", self.id),
         };
-        let got = self.switch_to_config(cfg, prs);
+        let got = self.switch_to_config((cfg, prs));
         assert_conf_states_equivalent(&cs, &got);
         if let Some(pr) = self.prs.progress.get_mut(&self.id) {
             let n = pr.next_idx - 1;
@@ -1623,15 +1623,12 @@ impl<S: Storage> Raft<S> {
         } else {
             changer.simple(&cc.changes)?
         };
-        Ok(self.switch_to_config(cfg, prs))
+        Ok(self.switch_to_config((cfg, prs)))
     }
 
-    fn switch_to_config(
-        &mut self,
-        cfg: crate::tracker::TrackerConfig,
-        prs: BTreeMap<u64, crate::tracker::Progress>,
-    ) -> ConfState {
-        let (cfg, prs): ConfigAndProgress = (cfg, prs);
+    /// Installs a new configuration (from a conf change or a snapshot) and
+    /// does what the leader must do about it.
+    fn switch_to_config(&mut self, (cfg, prs): ConfigAndProgress) -> ConfState {
         if let Err(e) = cfg.check(&prs) {
             panic!("{} switching to an invalid config: {e}", self.id);
         }

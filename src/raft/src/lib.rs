@@ -28,6 +28,27 @@
 //!
 //! `ready()` must not be called again before `advance` of the previous one;
 //! `advance` asserts the number it is given.
+//!
+//! # Bootstrapping and joining
+//!
+//! An initial member starts from a storage holding a snapshot at index 1,
+//! term 1, whose `ConfState` lists the initial voters (see
+//! `harness::bootstrap`). A member added later starts from an empty storage
+//! (no configuration, so it never campaigns); the leader sends it a
+//! snapshot, which `Storage::snapshot` must produce with a configuration
+//! that includes it (otherwise return `SnapshotTemporarilyUnavailable` and
+//! take a new snapshot). On restart, pass the applied index in
+//! `Config::applied` and return the configuration as of that index from
+//! `Storage::initial_state`.
+//!
+//! # Membership
+//!
+//! Propose with `propose_conf_change`; several changes in one proposal go
+//! through joint consensus (left automatically unless the transition is
+//! `Explicit`, in which case propose `ConfChange::leave_joint()`). Only one
+//! change may be pending: a second one commits as an empty normal entry. A
+//! leader that applies its own removal stops taking proposals, hands over to
+//! a caught-up voter (MsgTimeoutNow) and steps down.
 
 pub mod confchange;
 pub mod config;

@@ -133,3 +133,22 @@ fn seed_1054_removed_leader_hands_over() {
         panic!("seed 1054: {v}");
     }
 }
+
+/// A seed replays exactly: the same events, messages and outcome.
+#[test]
+fn runs_are_deterministic() {
+    for (seed, nodes) in [(7, 3), (1_000_007, 5)] {
+        let trace = |seed: u64| {
+            let mut opts = Options::from_seed(seed, nodes);
+            opts.trace = true;
+            let mut c = Cluster::new(seed, opts);
+            let result = c.run();
+            (result, c.trace)
+        };
+        let (r1, t1) = trace(seed);
+        let (r2, t2) = trace(seed);
+        assert!(t1.len() > 100, "trace too short to mean anything");
+        assert_eq!(r1, r2, "seed {seed}: outcome differs between runs");
+        assert!(t1 == t2, "seed {seed}: event traces differ between runs");
+    }
+}
