@@ -292,17 +292,12 @@ impl<S: Storage> Raft<S> {
         let next = pr.next_idx;
         let term = self.raft_log.term(next - 1);
         let ents = self.raft_log.entries(next, Some(self.max_msg_size));
-        if let (Ok(t), Ok(e)) = (&term, &ents) {
-            if e.is_empty() && !send_if_empty {
-                return false;
-            }
-            let (t, e) = (*t, e.clone());
-            return self.send_entries(to, next - 1, t, e);
+        match (term, ents) {
+            (_, Ok(e)) if e.is_empty() && !send_if_empty => false,
+            (Ok(t), Ok(e)) => self.send_entries(to, next - 1, t, e),
+            // The entries (or the term before them) are compacted.
+            _ => self.send_snapshot(to),
         }
-        if !send_if_empty && ents.as_ref().is_ok_and(|e| e.is_empty()) {
-            return false;
-        }
-        self.send_snapshot(to)
     }
 
     fn send_entries(&mut self, to: u64, index: u64, log_term: u64, entries: Vec<Entry>) -> bool {
