@@ -78,7 +78,7 @@ impl Options {
             check_quorum: rng.chance(4, 5),
             max_inflight_msgs: [1, 4, 64][rng.range(0, 3) as usize],
             max_size_per_msg: [60, 200, 1 << 20][rng.range(0, 3) as usize],
-            max_uncommitted_entries_size: [1 << 20, 1 << 30][rng.range(0, 2) as usize],
+            max_uncommitted_entries_size: [1 << 20, 256][rng.range(0, 2) as usize],
             max_committed_size_per_ready: [u64::MAX, 100][rng.range(0, 2) as usize],
             max_inflight_bytes: [0, 1 << 20][rng.range(0, 2) as usize],
             fault_ticks: 250,
