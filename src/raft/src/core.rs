@@ -749,6 +749,13 @@ impl<S: Storage> Raft<S> {
             self.step_lower_term(&m);
             return Ok(());
         }
+        if matches!(
+            m.kind,
+            MessageKind::MsgVoteResp | MessageKind::MsgPreVoteResp
+        ) && self.role != Role::Leader
+        {
+            self.learn_commit_from_vote_rejection(&m);
+        }
         match m.kind {
             MessageKind::MsgVote | MessageKind::MsgPreVote => {
                 self.handle_vote_request(&m);
@@ -841,6 +848,7 @@ impl<S: Storage> Raft<S> {
             let mut resp = Message::new(MessageKind::MsgPreVoteResp, self.id, m.from);
             resp.term = self.term;
             resp.reject = true;
+            self.attach_commit(&mut resp);
             self.send(resp);
         } else {
             rlog!(
@@ -902,7 +910,40 @@ impl<S: Storage> Raft<S> {
             );
             resp.term = self.term;
             resp.reject = true;
+            self.attach_commit(&mut resp);
             self.send(resp);
+        }
+    }
+
+    /// A vote rejection carries the voter's commit index and its term
+    /// (`index`, `log_term`). A candidate whose log has that entry learns
+    /// that it is committed (log matching: the logs agree up to it). This
+    /// breaks a deadlock of joint consensus: voters still in the joint
+    /// configuration need the vote of a node removed by the (committed, but
+    /// not yet known to them) exit, which refuses them because its log is
+    /// longer, and which never campaigns.
+    fn attach_commit(&self, resp: &mut Message) {
+        let committed = self.raft_log.committed;
+        resp.index = committed;
+        resp.log_term = self.raft_log.term_or_zero(committed);
+    }
+
+    /// The other side of `attach_commit`.
+    fn learn_commit_from_vote_rejection(&mut self, m: &Message) {
+        if m.reject
+            && m.index > self.raft_log.committed
+            && m.log_term != 0
+            && self.raft_log.match_term(m.index, m.log_term)
+        {
+            rlog!(
+                self,
+                Level::Info,
+                "learned from {}'s vote rejection that {}/{} is committed",
+                m.from,
+                m.log_term,
+                m.index
+            );
+            self.raft_log.commit_to(m.index);
         }
     }
 

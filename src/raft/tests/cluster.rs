@@ -152,3 +152,16 @@ fn runs_are_deterministic() {
         assert!(t1 == t2, "seed {seed}: event traces differ between runs");
     }
 }
+
+/// Sweep finding (seed 200037, 3 nodes): the removed leader could not hand
+/// over in time (no voter had caught up) and stepped down; the two voters
+/// still in the joint configuration needed its vote, which it refused (its
+/// log was longer). Fixed by vote rejections carrying the voter's commit
+/// index: the candidates learned that the joint exit committed, applied
+/// it, and no longer needed the removed node.
+#[test]
+fn seed_200037_candidates_learn_commit_from_rejections() {
+    if let Err(v) = run_seed(200037, 3) {
+        panic!("seed 200037: {v}");
+    }
+}

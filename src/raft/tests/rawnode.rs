@@ -194,3 +194,47 @@ fn malformed_messages_are_refused() {
     assert!(matches!(n.step(prop), Err(Error::InvalidMessage(_))));
     assert_eq!(n.term(), 1, "nothing was stepped");
 }
+
+/// A vote rejection carries the voter's commit index; a candidate holding
+/// that entry (same index and term) learns it is committed.
+#[test]
+fn candidate_learns_commit_from_vote_rejection() {
+    let mut disk = MemStorage::new();
+    disk.apply_snapshot(Snapshot {
+        meta: SnapshotMeta {
+            index: 1,
+            term: 1,
+            conf_state: ConfState::from_voters([1, 2, 3]),
+        },
+        data: Vec::new(),
+    })
+    .expect("bootstrap");
+    disk.append(&[
+        concord_raft::Entry::new(2, 2, b"a".to_vec()),
+        concord_raft::Entry::new(2, 3, b"b".to_vec()),
+    ])
+    .expect("append");
+    disk.set_hard_state(concord_raft::HardState {
+        term: 2,
+        vote: 0,
+        commit: 1,
+    });
+    let mut n = RawNode::new(&Config::new(2), disk).expect("valid");
+    n.campaign();
+    assert_eq!(n.role(), Role::PreCandidate);
+    let rejection = |index, log_term| Message {
+        kind: MessageKind::MsgPreVoteResp,
+        from: 3,
+        to: 2,
+        term: 2,
+        reject: true,
+        index,
+        log_term,
+        ..Message::default()
+    };
+    // A commit claim for an entry we hold with another term is ignored.
+    n.step(rejection(3, 9)).expect("step");
+    assert_eq!(n.status().commit, 1);
+    n.step(rejection(3, 2)).expect("step");
+    assert_eq!(n.status().commit, 3);
+}
