@@ -70,3 +70,16 @@ fn fuzz_002_removed_leader_hands_over() {
         panic!("{v}");
     }
 }
+
+/// Fuzz finding #3 (a liveness bug in the core, the class of sweep seed
+/// 200037): the removed leader gave up its handover after an election
+/// timeout; the voters left in the (explicit) joint configuration needed
+/// its vote and it refused them. Fixed by vote rejections carrying the
+/// voter's commit index.
+#[test]
+fn fuzz_003_candidates_learn_commit_from_rejections() {
+    let data = regression("fuzz_003_handover_timeout_deadlock.bin");
+    if let Err(v) = fuzz_check(&data) {
+        panic!("{v}");
+    }
+}
