@@ -162,7 +162,21 @@ impl MessageKind {
     }
 }
 
-/// A message between raft nodes.
+/// A message between raft nodes. Fields by kind (others are zero/empty):
+///
+/// | kind | term | index / log_term | entries | commit | reject / reject_hint | snapshot | context |
+/// |---|---|---|---|---|---|---|---|
+/// | MsgApp | sender's | the entry before `entries` | yes | leader's | | | |
+/// | MsgAppResp | sender's | last index matched (or rejected index, hint term) | | | hint: follower's last index whose term ≤ the probe's | | |
+/// | MsgVote, MsgPreVote | the election's | candidate's last index / term | | | | | `CampaignTransfer` for transfers |
+/// | MsgVoteResp, MsgPreVoteResp | the election's (or voter's, if rejected) | if rejected: voter's commit index / its term | | | rejected | | |
+/// | MsgSnap | sender's | | | | | yes | |
+/// | MsgHeartbeat | sender's | | | min(leader's, peer's match) | | | read context |
+/// | MsgHeartbeatResp | sender's | | | | | | read context |
+/// | MsgProp | 0 | | the proposal | | | | |
+/// | MsgReadIndex | 0 | | | | | | read context |
+/// | MsgReadIndexResp | sender's | read index | | | | | read context |
+/// | MsgTimeoutNow, MsgTransferLeader | sender's | | | | | | |
 #[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
 pub struct Message {
     pub kind: MessageKind,
