@@ -607,3 +607,33 @@ async fn a_slow_watcher_blocks_nobody_and_is_resumed_without_loss() {
         assert_eq!(check(&h, &spec, responses), vec![], "the slow watcher");
     }
 }
+
+#[tokio::test]
+async fn progress_notify_watchers_get_periodic_progress() {
+    let s = Server::start(&["--experimental-watch-progress-notify-interval", "100ms"]);
+    let mut c = s.client().await;
+    let mut h = History::new();
+    let rev = put(&mut c, &mut h, "p", "1").await;
+    let mut w = c
+        .watch(
+            "p",
+            Some(WatchOptions::new().with_progress_notify().with_watch_id(7)),
+        )
+        .await
+        .expect("watch");
+    assert!(w.message().await.expect("ok").expect("open").created());
+    let r = tokio::time::timeout(Duration::from_secs(30), w.message())
+        .await
+        .expect("a progress notification")
+        .expect("ok")
+        .expect("open");
+    assert_eq!(
+        (
+            r.watch_id(),
+            r.events().len(),
+            r.canceled(),
+            r.header().map(|h| h.revision())
+        ),
+        (7, 0, false, Some(rev))
+    );
+}
