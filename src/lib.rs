@@ -14,4 +14,5 @@ pub use concord_raft as raft;
 #[cfg(not(madsim))]
 pub mod server;
 pub mod storage;
+pub mod transport;
 pub mod watch;

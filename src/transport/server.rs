@@ -1,0 +1,143 @@
+//! The receiving side: the `Peer` gRPC service. Checks each RPC's cluster
+//! ID, decodes messages, and hands those addressed to this member to its
+//! mailbox.
+//!
+//! Invariants: an RPC from another cluster is refused with
+//! `PERMISSION_DENIED` before anything is read; a message is delivered only
+//! if it decodes, is addressed to `local_id` and comes from the member named
+//! in the metadata; delivery waits for room in the mailbox (flow control
+//! reaches the sender through HTTP/2), and a stream ends as soon as the
+//! mailbox is closed (the member stopped).
+
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::snapshot::{Reassembly, SnapshotError};
+use super::{codec, net, Inbound, MESSAGE_BYTES_MAX};
+use crate::proto::concordpb::peer_server::{Peer, PeerServer};
+use crate::proto::concordpb::{RaftMessage, SnapshotAck, SnapshotChunk, StreamAck};
+use crate::raft::Message;
+
+/// The `Peer` service of member `local_id` in cluster `cluster_id`.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    local_id: u64,
+    cluster_id: u64,
+    inbound: mpsc::Sender<Inbound>,
+}
+
+/// The peer server to add to the tonic router of the peer listener: messages
+/// for `local_id` from members of `cluster_id` go to `inbound`.
+pub fn peer_service(
+    local_id: u64,
+    cluster_id: u64,
+    inbound: mpsc::Sender<Inbound>,
+) -> PeerServer<PeerService> {
+    assert!(local_id != 0, "member ID 0 is raft's 'none'");
+    PeerServer::new(PeerService {
+        local_id,
+        cluster_id,
+        inbound,
+    })
+    .max_decoding_message_size(MESSAGE_BYTES_MAX)
+    .max_encoding_message_size(MESSAGE_BYTES_MAX)
+}
+
+impl PeerService {
+    /// Whether `m` (from the member `sender` named in the metadata) may be
+    /// delivered; logs why not.
+    fn accept(&self, sender: u64, m: &Message) -> bool {
+        if m.to != self.local_id {
+            tracing::warn!(
+                to = %format_args!("{:x}", m.to),
+                local = %format_args!("{:x}", self.local_id),
+                kind = ?m.kind,
+                "dropping peer message addressed to another member"
+            );
+            return false;
+        }
+        if m.from != sender {
+            tracing::warn!(
+                from = %format_args!("{:x}", m.from),
+                sender = %format_args!("{sender:x}"),
+                kind = ?m.kind,
+                "dropping peer message whose sender differs from the stream's member ID"
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Hands `m` to the member, waiting for room; fails once it has stopped.
+    async fn deliver(&self, m: Message) -> Result<(), Status> {
+        self.inbound
+            .send(Inbound::Message(m))
+            .await
+            .map_err(|_| Status::unavailable("member stopped"))
+    }
+
+    /// The next item of `stream`, or `UNAVAILABLE` once the member stopped.
+    async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
+        tokio::select! {
+            biased;
+            _ = self.inbound.closed() => Err(Status::unavailable("member stopped")),
+            m = stream.message() => m,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<StreamAck>, Status> {
+        let sender = net::check_identity(request.metadata(), self.cluster_id)?;
+        let peer = format!("{sender:x}");
+        tracing::debug!(%peer, "peer stream opened");
+        let mut stream = request.into_inner();
+        while let Some(wire) = self.next(&mut stream).await? {
+            match codec::decode(wire) {
+                Ok(m) if self.accept(sender, &m) => self.deliver(m).await?,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(%peer, error = %e, "dropping undecodable peer message"),
+            }
+        }
+        tracing::debug!(%peer, "peer stream closed");
+        Ok(Response::new(StreamAck {}))
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<SnapshotAck>, Status> {
+        let sender = net::check_identity(request.metadata(), self.cluster_id)?;
+        let peer = format!("{sender:x}");
+        let mut stream = request.into_inner();
+        let first = self
+            .next(&mut stream)
+            .await?
+            .ok_or(SnapshotError::Empty)
+            .map_err(|e| invalid(&peer, e))?;
+        let mut reassembly = Reassembly::start(first).map_err(|e| invalid(&peer, e))?;
+        while let Some(chunk) = self.next(&mut stream).await? {
+            reassembly.push(chunk).map_err(|e| invalid(&peer, e))?;
+        }
+        let m = reassembly.finish().map_err(|e| invalid(&peer, e))?;
+        if !self.accept(sender, &m) {
+            return Err(Status::invalid_argument(
+                "snapshot not addressed to this member",
+            ));
+        }
+        let index = m.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let bytes = m.snapshot.as_ref().map_or(0, |s| s.data.len());
+        self.deliver(m).await?;
+        tracing::info!(%peer, index, bytes, "snapshot received");
+        Ok(Response::new(SnapshotAck {}))
+    }
+}
+
+fn invalid(peer: &str, e: SnapshotError) -> Status {
+    tracing::warn!(%peer, error = %e, "rejecting a malformed snapshot");
+    Status::invalid_argument(e.to_string())
+}
