@@ -172,6 +172,10 @@ pub struct WatchHub {
     store: Arc<Store>,
     inner: Mutex<Inner>,
     wake: Notify,
+    /// A planted bug for proving the watch checker can fail: live
+    /// notifications of every 7th revision are silently dropped.
+    #[cfg(test)]
+    planted_skip: std::sync::atomic::AtomicBool,
 }
 
 /// A watch create request that the hub refused, with etcd's reason.
@@ -200,7 +204,26 @@ impl WatchHub {
                 ..Inner::default()
             }),
             wake: Notify::new(),
+            #[cfg(test)]
+            planted_skip: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Turns on the planted bug (tests only).
+    #[cfg(test)]
+    pub fn plant_skip_bug(&self) {
+        self.planted_skip
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn skips(&self, rev: i64) -> bool {
+        self.planted_skip.load(std::sync::atomic::Ordering::Relaxed) && rev % 7 == 0
+    }
+
+    #[cfg(not(test))]
+    fn skips(&self, _rev: i64) -> bool {
+        false
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -398,6 +421,10 @@ impl WatchHub {
         }
         let mut parked = false;
         for (wk, events) in per {
+            if self.skips(rev) {
+                g.watchers.get_mut(&wk).expect("watcher present").min_rev = rev + 1;
+                continue;
+            }
             let w = &g.watchers[&wk];
             let out = Outgoing::Events {
                 watch_id: w.watch_id,

@@ -110,9 +110,16 @@ fn drain(c: &mut Client, max: usize) {
 }
 
 fn run_seed(seed: u64) {
+    run_seed_with(seed, false)
+}
+
+fn run_seed_with(seed: u64, planted_bug: bool) {
     let mut rng = Rng(seed);
     let store = Arc::new(Store::open(Arc::new(MemBackend::new())).expect("open"));
     let hub = WatchHub::new(store.clone());
+    if planted_bug {
+        hub.plant_skip_bug();
+    }
     let mut history = History::new();
     let mut clients: Vec<Client> = Vec::new();
     for _ in 0..3 {
@@ -296,6 +303,18 @@ fn hub_streams_pass_the_watch_checker() {
     for seed in seeds() {
         run_seed(seed);
     }
+}
+
+#[test]
+fn the_checker_catches_a_hub_that_skips_events() {
+    // The same seeded run with a planted bug (every 7th revision's live
+    // notification silently dropped) must fail the checker within 20 seeds.
+    let caught =
+        (0..20u64).find(|seed| std::panic::catch_unwind(|| run_seed_with(*seed, true)).is_err());
+    assert!(
+        caught.is_some(),
+        "20 seeds with a hub that skips events all passed"
+    );
 }
 
 #[test]
