@@ -526,6 +526,14 @@ impl<S: Storage> Raft<S> {
 
     fn become_leader(&mut self) {
         assert!(
+            self.prs
+                .progress
+                .get(&self.id)
+                .is_some_and(|p| !p.is_learner),
+            "{} would lead without being a voter",
+            self.id
+        );
+        assert!(
             self.role != Role::Follower,
             "invalid transition [follower -> leader]"
         );
@@ -1240,6 +1248,12 @@ impl<S: Storage> Raft<S> {
         if pr.matched < last_index {
             self.send_append(m.from);
         }
+        if self.stepping_down {
+            self.maybe_finish_step_down();
+            if self.role != Role::Leader {
+                return;
+            }
+        }
         if self.read_only_option != ReadOnlyOption::Safe || m.context.is_empty() {
             return;
         }
@@ -1394,6 +1408,17 @@ impl<S: Storage> Raft<S> {
                     m.kind
                 );
                 match res {
+                    VoteResult::Won if !self.promotable() => {
+                        // The campaign outlived our membership (we applied a
+                        // conf change removing or demoting us meanwhile).
+                        rlog!(
+                            self,
+                            Level::Info,
+                            "won an election but is no longer a voter; not leading"
+                        );
+                        let term = self.term;
+                        self.become_follower(term, 0);
+                    }
                     VoteResult::Won => {
                         if self.role == Role::PreCandidate {
                             self.campaign(CampaignKind::Election);

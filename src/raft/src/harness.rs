@@ -691,6 +691,17 @@ impl Cluster {
             if raw.role() != Role::Leader {
                 continue;
             }
+            let core = raw.raft();
+            let voter = core.prs.progress.get(&id).is_some_and(|p| !p.is_learner);
+            if !voter && !core.stepping_down {
+                return violation(
+                    "leaders are voters",
+                    format!(
+                        "node {id} leads term {} outside its configuration",
+                        raw.term()
+                    ),
+                );
+            }
             let term = raw.term();
             match self.checker.leaders.get(&term) {
                 Some(&other) if other != id => {

@@ -165,3 +165,14 @@ fn seed_200037_candidates_learn_commit_from_rejections() {
         panic!("seed 200037: {v}");
     }
 }
+
+/// Sweep findings (seeds 201284 and 1201459): a candidate applied its own
+/// removal mid-campaign and still became leader. See `fuzz_004`.
+#[test]
+fn seeds_201284_1201459_non_voter_does_not_lead() {
+    for (seed, nodes) in [(201284, 3), (1201459, 5)] {
+        if let Err(v) = run_seed(seed, nodes) {
+            panic!("seed {seed}: {v}");
+        }
+    }
+}

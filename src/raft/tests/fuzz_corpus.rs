@@ -83,3 +83,17 @@ fn fuzz_003_candidates_learn_commit_from_rejections() {
         panic!("{v}");
     }
 }
+
+/// Fuzz finding #4 (a liveness bug introduced by the fix for #3, found by
+/// the sweep too as seeds 201284 and 1201459): a candidate learned from a
+/// vote rejection that a conf change removing it had committed, applied
+/// it, and then won its election anyway: a leader outside its own
+/// configuration, which never handed over. A candidate that is no longer
+/// a voter now declines to lead; `become_leader` asserts it.
+#[test]
+fn fuzz_004_non_voter_does_not_lead() {
+    let data = regression("fuzz_004_nonvoter_won_election.bin");
+    if let Err(v) = fuzz_check(&data) {
+        panic!("{v}");
+    }
+}
