@@ -45,7 +45,7 @@ use crate::raft::{Message, MessageKind};
 
 pub use codec::{decode, encode, CodecError};
 pub use net::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
-pub use server::{peer_service, PeerService};
+pub use server::{peer_service, PeerGrpcServer, PeerService};
 pub use snapshot::SnapshotError;
 
 /// Messages waiting for one peer's stream; more are dropped (etcd: 4096).

@@ -26,13 +26,22 @@ pub struct PeerService {
     inbound: mpsc::Sender<Inbound>,
 }
 
+/// The server type of [`peer_service`] (madsim-tonic's generated server
+/// carries an interceptor parameter).
+#[cfg(not(madsim))]
+pub type PeerGrpcServer = PeerServer<PeerService>;
+/// The server type of [`peer_service`] (madsim-tonic's generated server
+/// carries an interceptor parameter).
+#[cfg(madsim)]
+pub type PeerGrpcServer = PeerServer<PeerService, tonic::codegen::IdentityInterceptor>;
+
 /// The peer server to add to the tonic router of the peer listener: messages
 /// for `local_id` from members of `cluster_id` go to `inbound`.
 pub fn peer_service(
     local_id: u64,
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
-) -> PeerServer<PeerService> {
+) -> PeerGrpcServer {
     assert!(local_id != 0, "member ID 0 is raft's 'none'");
     PeerServer::new(PeerService {
         local_id,
