@@ -332,5 +332,7 @@ impl Transport {
     }
 }
 
+#[cfg(all(test, madsim))]
+mod sim_tests;
 #[cfg(all(test, not(madsim)))]
 mod tests;

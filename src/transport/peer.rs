@@ -11,6 +11,9 @@
 //!         └──── delay ─────── report Unreachable; 100 ms, 200 ms, .. 5 s
 //! ```
 //!
+//! An idle stream carries a keep-alive every [`STREAM_IDLE_PING`], so a
+//! peer that vanished is noticed (and reported) even when raft is quiet.
+//!
 //! Invariants: messages leave in queue order; at most one stream per peer
 //! is open; the back-off is deterministic (no jitter) and starts over after
 //! a stream that lasted [`STREAM_HEALTHY_AFTER`]; the task ends when stopped
@@ -34,6 +37,10 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// (Resetting on every connection would retry a peer that accepts and then
 /// fails every stream, such as one of another cluster, every 100 ms.)
 const STREAM_HEALTHY_AFTER: Duration = Duration::from_secs(1);
+/// An idle stream carries a keep-alive this often, so a vanished peer is
+/// noticed without traffic (the gRPC stream only fails on a send; under
+/// madsim there are no HTTP/2 pings at all).
+const STREAM_IDLE_PING: Duration = Duration::from_secs(1);
 /// Encoded messages handed to gRPC but not yet sent; lost if the stream breaks.
 const STREAM_BUFFER_MESSAGES: usize = 64;
 
@@ -224,7 +231,9 @@ async fn forward(
     tokio::pin!(call);
     // The next message, taken from the queue, waiting for room in `tx`.
     let mut pending: Option<RaftMessage> = None;
+    let mut last_sent = tokio::time::Instant::now();
     loop {
+        let ping_at = last_sent + STREAM_IDLE_PING;
         tokio::select! {
             biased;
             _ = stopped(&mut ctx.stop) => return StreamEnd::Stopped,
@@ -234,7 +243,10 @@ async fn forward(
             },
             result = &mut call => return call_end(result),
             permit = tx.reserve(), if pending.is_some() => match (permit, pending.take()) {
-                (Ok(permit), Some(m)) => permit.send(m),
+                (Ok(permit), Some(m)) => {
+                    permit.send(m);
+                    last_sent = tokio::time::Instant::now();
+                }
                 // gRPC dropped the request stream: the call is ending.
                 _ => return call_end(call.await),
             },
@@ -242,8 +254,22 @@ async fn forward(
                 Some(m) => pending = Some(codec::encode(m)),
                 None => return StreamEnd::Stopped,
             },
+            _ = tokio::time::sleep_until(ping_at), if pending.is_none() => {
+                pending = Some(keepalive());
+            }
         }
     }
+}
+
+/// The stream's keep-alive: a message of type `MSG_UNSPECIFIED` with no
+/// field set, which the server skips (`is_keepalive`).
+pub(crate) fn keepalive() -> RaftMessage {
+    RaftMessage::default()
+}
+
+/// Whether `m` is the stream keep-alive rather than a raft message.
+pub(crate) fn is_keepalive(m: &RaftMessage) -> bool {
+    *m == RaftMessage::default()
 }
 
 fn call_end(

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::snapshot::{Reassembly, SnapshotError};
-use super::{codec, net, Inbound, MESSAGE_BYTES_MAX};
+use super::{codec, net, peer, Inbound, MESSAGE_BYTES_MAX};
 use crate::proto::concordpb::peer_server::{Peer, PeerServer};
 use crate::proto::concordpb::{RaftMessage, SnapshotAck, SnapshotChunk, StreamAck};
 use crate::raft::Message;
@@ -106,6 +106,9 @@ impl Peer for PeerService {
         tracing::debug!(%peer, "peer stream opened");
         let mut stream = request.into_inner();
         while let Some(wire) = self.next(&mut stream).await? {
+            if peer::is_keepalive(&wire) {
+                continue;
+            }
             match codec::decode(wire) {
                 Ok(m) if self.accept(sender, &m) => self.deliver(m).await?,
                 Ok(_) => {}

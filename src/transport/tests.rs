@@ -347,6 +347,7 @@ async fn misaddressed_and_forged_messages_are_dropped() {
             r#type: 999, // not a message kind
             ..codec::encode(app(1, 2, 3))
         },
+        peer::keepalive(), // skipped silently
         codec::encode(app(1, 2, 4)),
     ];
     let stream = tokio_stream::iter(msgs);
