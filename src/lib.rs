@@ -14,5 +14,7 @@ pub use concord_raft as raft;
 #[cfg(not(madsim))]
 pub mod server;
 pub mod storage;
+#[cfg(test)]
+mod test_rng;
 pub mod transport;
 pub mod watch;

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::test_rng::Rng;
+
 use super::store::DiskCompactStatus;
 use super::{MvccError, Store};
 use crate::proto::etcdserverpb::{
@@ -18,25 +20,6 @@ use crate::proto::etcdserverpb::{
 use crate::proto::mvccpb::KeyValue;
 use crate::storage::mem::MemBackend;
 use crate::storage::Backend;
-
-/// splitmix64: small, seeded, good enough for test case generation.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
 
 const KEYS: [&[u8]; 7] = [b"a", b"a\0", b"ab", b"b", b"b\0\0", b"c", b"\0"];
 

@@ -446,15 +446,7 @@ impl WatchHub {
                 Err(mpsc::error::TrySendError::Closed(_)) => remove_watcher(&mut g, wk),
             }
         }
-        let pending: Vec<u64> = g
-            .streams
-            .iter()
-            .filter(|(_, s)| s.progress_pending)
-            .map(|(id, _)| *id)
-            .collect();
-        for s in pending {
-            flush_progress(&mut g, s);
-        }
+        flush_pending_progress(&mut g);
         drop(g);
         if parked {
             self.wake.notify_one();
@@ -550,15 +542,7 @@ impl WatchHub {
                 mark_synced(&mut g, wk);
             }
         }
-        let pending: Vec<u64> = g
-            .streams
-            .iter()
-            .filter(|(_, s)| s.progress_pending)
-            .map(|(id, _)| *id)
-            .collect();
-        for s in pending {
-            flush_progress(&mut g, s);
-        }
+        flush_pending_progress(&mut g);
         Ok(!g.unsynced.is_empty())
     }
 
@@ -701,6 +685,19 @@ fn mark_synced(g: &mut Inner, wk: u64) {
         g.synced_keys.entry(key).or_default().insert(wk);
     } else {
         g.synced_ranges.insert(wk);
+    }
+}
+
+/// Sends every pending progress answer that can be sent now.
+fn flush_pending_progress(g: &mut Inner) {
+    let pending: Vec<u64> = g
+        .streams
+        .iter()
+        .filter(|(_, s)| s.progress_pending)
+        .map(|(id, _)| *id)
+        .collect();
+    for s in pending {
+        flush_progress(g, s);
     }
 }
 
