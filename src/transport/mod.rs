@@ -23,7 +23,8 @@
 //!   reorders (MsgSnap goes its own way: raft does not order it against the
 //!   stream).
 //! - Every `MsgSnap` handed to the transport ends with exactly one
-//!   [`Inbound::SnapshotStatus`] for it (unless the transport is stopped).
+//!   [`Inbound::SnapshotStatus`] for it (unless its peer is removed or the
+//!   transport stopped first).
 //! - Only `tokio::time` is used for time, every `select!` is `biased`, and no
 //!   OS thread is started, so the transport runs unchanged under madsim.
 //! - The server rejects RPCs from another cluster (`PERMISSION_DENIED`) and

@@ -137,7 +137,6 @@ pub(crate) async fn run_stream(
         match connected {
             Err(e) => {
                 tracing::debug!(%peer, %url, error = %net::error_chain(&e), "cannot connect to peer");
-                ctx.report_unreachable();
             }
             Ok(client) => {
                 status.send_replace(PeerStatus::Connected);
@@ -157,17 +156,17 @@ pub(crate) async fn run_stream(
                     }
                     StreamEnd::Failed(why) => {
                         tracing::warn!(%peer, %url, %why, "peer stream ended");
-                        ctx.report_unreachable();
                     }
                     StreamEnd::Rejected(s) => {
                         tracing::error!(%peer, %url, status = %s, "peer rejected the stream");
-                        ctx.report_unreachable();
                     }
                 }
             }
         }
-        attempt += 1;
+        // Status first: whoever sees the report sees the peer as down.
         status.send_replace(PeerStatus::BackingOff);
+        ctx.report_unreachable();
+        attempt += 1;
         match back_off(&mut ctx, &mut queue, backoff.next_delay()).await {
             BackoffEnd::Stopped => return,
             BackoffEnd::UrlsChanged => attempt = 0,

@@ -152,6 +152,11 @@ async fn wait_for_report(mailbox: &mut mpsc::Receiver<Inbound>, want: Inbound) {
     }
 }
 
+/// Discards what is in `mailbox` now (reports of an earlier phase).
+fn drain(mailbox: &mut mpsc::Receiver<Inbound>) {
+    while mailbox.try_recv().is_ok() {}
+}
+
 async fn wait_status(t: &Transport, peer: u64, want: PeerStatus) {
     let mut status = t.peer_status(peer).expect("known peer");
     within(status.wait_for(|s| *s == want))
@@ -229,7 +234,9 @@ async fn down_peer_is_unreachable_and_reconnects() {
         assert_eq!(next_message(&mut b_mailbox).await, app(1, 2, i));
     }
 
-    // b stops: the stream breaks, a reports it and backs off.
+    // b stops: the stream breaks, a reports it and backs off. (a is
+    // connected, so every report so far is from the down phase.)
+    drain(&mut a.mailbox);
     drop(b_mailbox);
     b_server.shutdown().await;
     wait_for_report(&mut a.mailbox, Inbound::Unreachable(2)).await;
@@ -416,6 +423,40 @@ impl Transport {
             self.add_peer(n.id, vec![url(n.addr)]).expect("add_peer");
         }
     }
+}
+
+#[tokio::test]
+async fn urls_are_tried_in_turn_and_can_be_updated() {
+    let mut b = Node::start(2).await;
+    let closed = url(listener().await.local_addr().expect("local addr"));
+    let (a_tx, mut a_mailbox) = mpsc::channel(MAILBOX);
+    let a = Transport::new(1, CLUSTER, a_tx);
+
+    // A dead URL first: the next attempt takes the live one.
+    a.add_peer(2, vec![closed.clone(), url(b.addr)])
+        .expect("add_peer");
+    wait_status(&a, 2, PeerStatus::Connected).await;
+    a.send(vec![app(1, 2, 1)]);
+    assert_eq!(next_message(&mut b.mailbox).await, app(1, 2, 1));
+
+    // Moved to a dead URL: failures are reported (a was connected, so the
+    // reports so far are from the first attempt).
+    drain(&mut a_mailbox);
+    a.update_peer(2, vec![closed]).expect("update_peer");
+    wait_for_report(&mut a_mailbox, Inbound::Unreachable(2)).await;
+    assert_ne!(
+        *a.peer_status(2).expect("known").borrow(),
+        PeerStatus::Connected
+    );
+    // Moved back: the stream reconnects and messages flow.
+    a.update_peer(2, vec![url(b.addr)]).expect("update_peer");
+    wait_status(&a, 2, PeerStatus::Connected).await;
+    a.send(vec![app(1, 2, 2)]);
+    assert_eq!(next_message(&mut b.mailbox).await, app(1, 2, 2));
+
+    a.stop();
+    drop(b.mailbox);
+    b.server.shutdown().await;
 }
 
 #[tokio::test]
