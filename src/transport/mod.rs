@@ -29,6 +29,22 @@
 //!   OS thread is started, so the transport runs unchanged under madsim.
 //! - The server rejects RPCs from another cluster (`PERMISSION_DENIED`) and
 //!   drops messages that are not addressed to the local member.
+//!
+//! # Wiring (the member actor)
+//!
+//! ```text
+//! let (mailbox_tx, mailbox) = mpsc::channel(N);            // the member's inbound
+//! let transport = Transport::new(local_id, cluster_id, mailbox_tx.clone());
+//! transport.add_peer(id, peer_urls)?;                       // every other member
+//! Server::builder().add_service(peer_service(local_id, cluster_id, mailbox_tx))
+//!     .serve_with_incoming_shutdown(peer_listener, ..);     // the peer listener
+//! mailbox:  Inbound::Message(m)                 => raw_node.step(m)
+//!           Inbound::Unreachable(id)            => raw_node.report_unreachable(id)
+//!           Inbound::SnapshotStatus { to, ok }  => raw_node.report_snapshot(to, ..)
+//! Ready:    persist, then transport.send(rd.messages)
+//! membership: add_peer / update_peer / remove_peer as conf changes apply
+//! shutdown: transport.stop(); drop the mailbox (ends the peer server's streams)
+//! ```
 
 mod codec;
 mod net;
