@@ -17,13 +17,15 @@ use super::{Backend, Batch, Partition, ReadView, Result, StorageError};
 const ENTRY_VERSION: u8 = 1;
 const ENTRY_HEADER_LEN: usize = 10;
 
-/// What an entry carries; raft adds configuration changes later.
+/// What an entry carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
     /// An encoded `concordpb.InternalRequest`.
     Request = 0,
     /// A no-op (a new leader's first entry).
     Empty = 1,
+    /// A raft configuration change (`concord_raft::ConfChange` encoded).
+    ConfChange = 2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,7 @@ impl LogEntry {
         let kind = match value[9] {
             0 => EntryKind::Request,
             1 => EntryKind::Empty,
+            2 => EntryKind::ConfChange,
             _ => return Err(corrupt(index, "unknown kind")),
         };
         Ok(Self {

@@ -22,6 +22,7 @@
 pub mod fjall_backend;
 pub mod log;
 pub mod mem;
+pub mod raft_log;
 
 #[cfg(test)]
 mod conformance;
