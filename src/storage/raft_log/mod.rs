@@ -81,7 +81,7 @@ pub fn encode_conf_state(cs: &ConfState) -> Vec<u8> {
 }
 
 pub fn decode_conf_state(b: &[u8]) -> Result<ConfState, StorageError> {
-    if b.len() % 8 != 0 {
+    if !b.len().is_multiple_of(8) {
         return Err(corrupt("conf state length"));
     }
     let xs: Vec<u64> = b
