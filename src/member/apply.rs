@@ -20,7 +20,7 @@ use crate::proto::etcdserverpb::{
     LeaseCheckpointResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse, RequestOp,
     ResponseHeader, TxnRequest, TxnResponse,
 };
-use crate::storage::log::{self, EntryKind, LogEntry};
+use crate::storage::log::{EntryKind, LogEntry};
 use crate::storage::{Partition, StorageError};
 
 /// The response of one applied request.
@@ -83,6 +83,22 @@ fn decode(e: &LogEntry) -> Result<InternalRequest, MemberError> {
     })
 }
 
+/// One committed entry, decoded.
+enum Item {
+    Request(InternalRequest),
+    ConfChange(concord_raft::ConfChange),
+    Noop,
+}
+
+fn decode_conf_change(e: &LogEntry) -> Result<concord_raft::ConfChange, MemberError> {
+    concord_raft::ConfChange::decode(&e.data).map_err(|err| {
+        MemberError::Storage(StorageError::Engine(format!(
+            "configuration change at {} does not decode: {err}",
+            e.index
+        )))
+    })
+}
+
 fn is_lease_request(r: &Request) -> bool {
     matches!(
         r,
@@ -111,31 +127,31 @@ impl Member {
             applied_before + 1,
             "apply must continue right after the applied index"
         );
-        let mut group: Vec<(u64, Option<InternalRequest>)> = Vec::new();
+        let mut group: Vec<(u64, Item)> = Vec::new();
         for e in &entries {
-            let req = match e.kind {
-                EntryKind::Empty => None,
-                _ => Some(decode(e)?),
+            let item = match e.kind {
+                EntryKind::Empty => Item::Noop,
+                EntryKind::ConfChange => Item::ConfChange(decode_conf_change(e)?),
+                EntryKind::Request => Item::Request(decode(e)?),
             };
-            let lease = req
-                .as_ref()
-                .and_then(|r| r.request.as_ref())
-                .is_some_and(is_lease_request);
-            if lease {
+            let alone = match &item {
+                Item::ConfChange(_) => true,
+                Item::Request(r) => r.request.as_ref().is_some_and(is_lease_request),
+                Item::Noop => false,
+            };
+            if alone {
                 self.apply_group(std::mem::take(&mut group))?;
-                self.apply_group(vec![(e.index, req)])?;
+                self.apply_group(vec![(e.index, item)])?;
             } else {
-                group.push((e.index, req));
+                group.push((e.index, item));
             }
         }
         self.apply_group(group)
     }
 
-    /// Applies entries in one mvcc group (at most one lease request, alone).
-    fn apply_group(
-        &mut self,
-        group: Vec<(u64, Option<InternalRequest>)>,
-    ) -> Result<(), MemberError> {
+    /// Applies entries in one mvcc group (a lease request or a
+    /// configuration change is alone in its group).
+    fn apply_group(&mut self, group: Vec<(u64, Item)>) -> Result<(), MemberError> {
         let Some(last) = group.last().map(|(i, _)| *i) else {
             return Ok(());
         };
@@ -144,13 +160,19 @@ impl Member {
         let lease_exists = |id: i64| shared.lessor().contains(id);
         let mut w = store.writer(&lease_exists);
         let mut done = Vec::with_capacity(group.len());
-        for (_, req) in &group {
-            let Some(InternalRequest {
-                id,
-                request: Some(request),
-            }) = req
-            else {
-                continue;
+        for (_, item) in &group {
+            let (id, request) = match item {
+                Item::Request(InternalRequest {
+                    id,
+                    request: Some(request),
+                }) => (id, request),
+                Item::ConfChange(cc) => {
+                    let cs = self.node.apply_conf_change(cc)?;
+                    tracing::info!(?cs, "applied a configuration change");
+                    self.node.storage_mut().set_conf_state(w.batch_mut(), cs);
+                    continue;
+                }
+                _ => continue,
             };
             let physical = match request {
                 Request::Compaction(c) if c.physical => Some(c.revision),
@@ -267,15 +289,18 @@ impl Member {
         }
     }
 
-    /// Deletes log entries more than `log_retain_entries` behind `applied`.
+    /// Drops raft log entries more than `log_retain_entries` behind
+    /// `applied` (at most LOG_TRUNCATE_PER_GROUP_MAX per group).
     fn truncate_log(&mut self, batch: &mut crate::storage::Batch, applied: u64) {
+        let (first, _) = self.node.storage().bounds();
         let keep_from = applied.saturating_sub(self.shared.cfg.log_retain_entries) + 1;
-        if keep_from <= self.first_index {
+        if keep_from <= first {
             return;
         }
-        let to = (keep_from - 1).min(self.first_index + LOG_TRUNCATE_PER_GROUP_MAX - 1);
-        log::truncate_prefix(batch, self.first_index, to);
-        self.first_index = to + 1;
+        let to = (keep_from - 1).min(first + LOG_TRUNCATE_PER_GROUP_MAX - 1);
+        if let Err(e) = self.node.storage_mut().compact(batch, to) {
+            tracing::warn!(error = %e, to, "could not compact the raft log");
+        }
     }
 }
 

@@ -1,26 +1,28 @@
-//! member: the actor that owns the log, the applier and the store's write
-//! side. Clients talk to it through a [`Handle`].
+//! member: the actor that owns the raft node, the storage and the applier.
+//! Clients talk to it through a [`Handle`].
 //!
 //! ```text
-//! Handle::propose ──► mailbox ──► actor loop:
-//!                                  1. take every waiting proposal (group commit)
-//!                                  2. append them to the durable log, ONE fsync
-//!                                  3. apply them in order in one mvcc group; the
-//!                                     applied index goes into the same atomic batch
-//!                                  4. answer each waiter (after 2 and 3, never before)
-//!                                  5. between groups: physical compaction steps
+//! Handle::propose / read_index ──► mailbox ─┐
+//! transport (peer messages)    ──► inbound ─┼─► actor loop (one task):
+//! heartbeat interval           ──► tick  ───┘     feed raft (propose, step, tick, read_index)
+//!                                                 for each Ready, in this order:
+//!   1. persist entries + hard state (one batch, fsync when raft says so)
+//!   2. send messages
+//!   3. apply committed entries in order (mvcc group; the applied index and the
+//!      configuration go into the same atomic batch)
+//!   4. answer waiting proposals (by request id) and reads whose index is applied
+//!   5. advance
 //! ```
-//! Today the log is a single-member log; raft replaces steps 1-2 (propose,
-//! replicate, commit) and the rest stays as it is.
 //!
-//! Invariants: an answer is sent only for an entry that is durable in the log
-//! and applied; applied index and data are written in one batch, so replay
-//! after a crash re-applies exactly the entries after the applied index; a
-//! storage failure stops the member (no retry after a failed fsync).
+//! Invariants: a proposal is answered only after its entry is committed by
+//! raft (durable on a quorum) and applied here; applied index and data are
+//! written in one batch, so after a crash raft re-delivers exactly the
+//! entries after the applied index; a storage failure stops the member (no
+//! retry after a failed fsync).
 
 pub mod apply;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
@@ -34,19 +36,20 @@ use crate::mvcc::store::DiskCompactStatus;
 use crate::mvcc::{MvccError, Store};
 use crate::proto::concordpb::{internal_request, InternalRequest};
 use crate::proto::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
-use crate::storage::log::{self, EntryKind, LogEntry};
+use crate::storage::log::LogEntry;
+use crate::storage::raft_log::RaftLog;
 use crate::storage::{Backend, Batch, Partition, StorageError};
+use crate::transport::{Inbound, Transport};
 use crate::watch::WatchHub;
+use concord_raft::{ConfState, RawNode, Role, SnapshotStatus, SoftState};
 
 pub use apply::Applied;
 
-const META_APPLIED_INDEX: &[u8] = b"member/applied_index";
+pub const META_APPLIED_INDEX: &[u8] = b"member/applied_index";
 /// Most expired leases revoked per lease tick (etcd: 500 per 500 ms).
 const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
 /// Most lease checkpoints in one proposal (etcd: 1000).
 const LEASE_CHECKPOINTS_PER_PROPOSAL_MAX: usize = 1000;
-/// The term of the single-member log (raft brings real terms).
-const SINGLE_MEMBER_TERM: u64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -65,6 +68,12 @@ pub enum MemberError {
     Cluster(#[from] ClusterError),
     #[error("data dir belongs to cluster {found:x}, not to {want:x}")]
     WrongCluster { found: u64, want: u64 },
+    #[error("raft: {0}")]
+    Raft(#[from] concord_raft::Error),
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
 }
 
 /// Limits and knobs of a member.
@@ -84,6 +93,12 @@ pub struct MemberConfig {
     /// How often the member looks for expired leases and renewals to
     /// checkpoint.
     pub lease_tick: Duration,
+    /// One raft tick (etcd's `--heartbeat-interval`).
+    pub heartbeat_interval: Duration,
+    /// How long a proposal or a read may wait (etcd: 5 s + 2 × election timeout).
+    pub request_timeout: Duration,
+    /// Seed of raft's election timeout randomisation.
+    pub raft_seed: u64,
 }
 
 impl Default for MemberConfig {
@@ -96,6 +111,9 @@ impl Default for MemberConfig {
             lease_min_ttl_secs: Lessor::min_ttl_secs(100, 1000),
             election_timeout: Duration::from_millis(1000),
             lease_tick: Duration::from_millis(100),
+            heartbeat_interval: Duration::from_millis(100),
+            request_timeout: Duration::from_millis(7000),
+            raft_seed: 0,
         }
     }
 }
@@ -118,6 +136,8 @@ struct Shared {
     membership: RwLock<Membership>,
     committed: AtomicU64,
     applied: AtomicU64,
+    term: AtomicU64,
+    leader: AtomicU64,
     stopped: AtomicBool,
     next_id: AtomicU64,
     cfg: MemberConfig,
@@ -134,6 +154,7 @@ impl Shared {
 }
 
 type Reply = oneshot::Sender<Result<Applied, MemberError>>;
+type ReadReply = oneshot::Sender<Result<(), MemberError>>;
 
 struct Proposal {
     id: u64,
@@ -141,10 +162,16 @@ struct Proposal {
     reply: Reply,
 }
 
+/// What clients put in the member's mailbox.
+enum Input {
+    Propose(Proposal),
+    ReadIndex(ReadReply),
+}
+
 /// The client side of a member: cheap to clone, usable from any task.
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::Sender<Proposal>,
+    tx: mpsc::Sender<Input>,
     shared: Arc<Shared>,
 }
 
@@ -177,8 +204,8 @@ impl Handle {
         Progress {
             committed_index: self.shared.committed.load(Ordering::Acquire),
             applied_index: self.shared.applied.load(Ordering::Acquire),
-            term: SINGLE_MEMBER_TERM,
-            leader: self.member_id(),
+            term: self.shared.term.load(Ordering::Acquire),
+            leader: self.shared.leader.load(Ordering::Acquire),
         }
     }
 
@@ -209,22 +236,31 @@ impl Handle {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Proposal { id, data, reply })
+            .send(Input::Propose(Proposal { id, data, reply }))
             .await
             .map_err(|_| MemberError::Stopped)?;
-        rx.await.map_err(|_| MemberError::Stopped)?
+        match tokio::time::timeout(self.shared.cfg.request_timeout, rx).await {
+            Ok(r) => r.map_err(|_| MemberError::Stopped)?,
+            Err(_) => Err(MemberError::Timeout),
+        }
     }
 
-    /// Waits until a linearizable read may be served from the local store.
-    ///
-    /// On a single member every acknowledged write is applied before it is
-    /// acknowledged and the published revision never goes back, so the local
-    /// store is already linearizable; raft's ReadIndex goes here.
+    /// Waits until a linearizable read may be served from the local store:
+    /// raft's ReadIndex confirms the leadership and gives the commit index,
+    /// and this member has applied up to it.
     pub async fn read_index(&self) -> Result<(), MemberError> {
         if self.shared.stopped.load(Ordering::Acquire) {
             return Err(MemberError::Stopped);
         }
-        Ok(())
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::ReadIndex(reply))
+            .await
+            .map_err(|_| MemberError::Stopped)?;
+        match tokio::time::timeout(self.shared.cfg.request_timeout, rx).await {
+            Ok(r) => r.map_err(|_| MemberError::Stopped)?,
+            Err(_) => Err(MemberError::Timeout),
+        }
     }
 
     /// The TTL a grant of `ttl` seconds gets (raised to the minimum).
@@ -281,14 +317,23 @@ fn first_request_id(member_id: u64) -> u64 {
 
 /// The actor. Created by [`Member::open`], driven by [`Member::run`].
 pub struct Member {
+    node: RawNode<RaftLog>,
     backend: Arc<dyn Backend>,
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<Proposal>,
-    last_index: u64,
-    first_index: u64,
+    rx: mpsc::Receiver<Input>,
+    /// Peer messages (none on a member without peers).
+    peer_rx: Option<mpsc::Receiver<Inbound>>,
+    transport: Option<Transport>,
     waiters: HashMap<u64, Reply>,
     /// Physical compactions waiting for the disk compaction to reach them.
     physical_waiters: Vec<(i64, Reply, Applied)>,
+    /// Reads that arrived since the last ReadIndex was issued.
+    queued_reads: Vec<ReadReply>,
+    next_read_ctx: u64,
+    /// Reads waiting for raft's read state, by context.
+    pending_reads: HashMap<u64, Vec<ReadReply>>,
+    /// Reads waiting for the applied index to reach their read index.
+    read_waiters: BTreeMap<u64, Vec<ReadReply>>,
 }
 
 fn read_applied(view: &dyn crate::storage::ReadView) -> Result<u64, MemberError> {
@@ -303,21 +348,29 @@ fn read_applied(view: &dyn crate::storage::ReadView) -> Result<u64, MemberError>
     }
 }
 
+fn ticks(d: Duration, tick: Duration) -> u64 {
+    (d.as_millis() / tick.as_millis().max(1)).max(1) as u64
+}
+
 impl Member {
-    /// Opens the member on `backend`: bootstraps a new data dir or restores
-    /// an existing one (ignoring the bootstrap flags), then replays the log
-    /// entries after the applied index.
+    /// Opens the member on `backend`: bootstraps a new data dir (membership
+    /// and raft configuration from the bootstrap flags) or restores an
+    /// existing one (ignoring them). Raft re-delivers the committed entries
+    /// after the applied index once the member runs.
     pub fn open(
         backend: Arc<dyn Backend>,
         bootstrap: &Bootstrap,
         cfg: MemberConfig,
     ) -> Result<(Member, Handle), MemberError> {
+        let mut raft_log = RaftLog::open(backend.clone())?;
         let membership = match Membership::load(backend.as_ref())? {
             Some(m) => m,
             None => {
                 let m = Membership::bootstrap(bootstrap)?;
                 let mut b = Batch::new();
                 m.save(&mut b);
+                let voters = ConfState::from_voters(m.members.iter().map(|x| x.id));
+                raft_log.set_conf_state(&mut b, voters);
                 backend.write(b)?;
                 backend.persist()?;
                 tracing::info!(
@@ -330,10 +383,23 @@ impl Member {
         };
         let store = Arc::new(Store::open(backend.clone())?);
         let applied = read_applied(backend.as_ref())?;
-        let (first_index, last_index) = match log::bounds(backend.as_ref())? {
-            Some((f, l)) => (f, l.max(applied)),
-            None => (applied + 1, applied),
+        let hard_state = raft_log.hard_state();
+        let sole_voter = raft_log.conf_state().voters == [membership.local_id];
+        let raft_cfg = concord_raft::Config {
+            election_tick: ticks(cfg.election_timeout, cfg.heartbeat_interval),
+            heartbeat_tick: 1,
+            applied,
+            max_size_per_msg: 1024 * 1024,
+            max_committed_size_per_ready: 64 * 1024 * 1024,
+            max_inflight_msgs: 256,
+            seed: cfg.raft_seed ^ membership.local_id,
+            ..concord_raft::Config::new(membership.local_id)
         };
+        let mut node = RawNode::new(&raft_cfg, raft_log)?;
+        if sole_voter {
+            // Nobody to wait for: lead at once (etcd waits an election timeout).
+            node.campaign();
+        }
         let (tx, rx) = mpsc::channel(16 * 1024);
         let clock = tokio::time::Instant::now();
         let mut lessor = Lessor::new(cfg.lease_min_ttl_secs);
@@ -342,8 +408,6 @@ impl Member {
             store.take_restored_leases(),
             Duration::ZERO,
         )?;
-        // A single member is always the leader: the primary lessor.
-        lessor.promote(cfg.election_timeout);
         let shared = Arc::new(Shared {
             watch: WatchHub::new(store.clone()),
             lessor: Mutex::new(lessor),
@@ -351,37 +415,40 @@ impl Member {
             store,
             next_id: AtomicU64::new(first_request_id(membership.local_id)),
             membership: RwLock::new(membership),
-            committed: AtomicU64::new(last_index),
+            committed: AtomicU64::new(hard_state.commit.max(applied)),
             applied: AtomicU64::new(applied),
+            term: AtomicU64::new(hard_state.term),
+            leader: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             cfg,
         });
-        let mut member = Member {
+        let member = Member {
+            node,
             backend,
             shared: shared.clone(),
             rx,
-            last_index,
-            first_index,
+            peer_rx: None,
+            transport: None,
             waiters: HashMap::new(),
             physical_waiters: Vec::new(),
+            queued_reads: Vec::new(),
+            next_read_ctx: 1,
+            pending_reads: HashMap::new(),
+            read_waiters: BTreeMap::new(),
         };
-        member.replay(applied)?;
         Ok((member, Handle { tx, shared }))
     }
 
-    /// Re-applies durable entries after the applied index (crash recovery).
-    fn replay(&mut self, applied: u64) -> Result<(), MemberError> {
-        if self.last_index <= applied {
-            return Ok(());
-        }
-        let entries = log::entries(self.backend.as_ref(), applied + 1, self.last_index)?;
-        tracing::info!(
-            from = applied + 1,
-            to = self.last_index,
-            "replaying log entries"
-        );
-        self.apply(entries)?;
-        Ok(())
+    /// Connects the member to its peers: raft messages go out through
+    /// `transport` and come in on `inbound`.
+    pub fn with_transport(
+        mut self,
+        transport: Transport,
+        inbound: mpsc::Receiver<Inbound>,
+    ) -> Self {
+        self.transport = Some(transport);
+        self.peer_rx = Some(inbound);
+        self
     }
 
     /// The actor loop; returns when every [`Handle`] is dropped or the
@@ -391,6 +458,9 @@ impl Member {
         self.shared.stopped.store(true, Ordering::Release);
         if let Err(e) = &result {
             tracing::error!(error = %e, "member stopped on a storage failure");
+        }
+        if let Some(t) = &self.transport {
+            t.stop();
         }
         // Everything accepted was made durable before being answered; a
         // final persist covers the applied state written since.
@@ -403,93 +473,231 @@ impl Member {
     }
 
     async fn run_inner(&mut self) -> Result<(), MemberError> {
-        let mut next_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
+        let mut tick = tokio::time::interval(self.shared.cfg.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_lease_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
         loop {
-            if tokio::time::Instant::now() >= next_tick {
-                self.lease_tick().await?;
-                next_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
-            }
-            let first = if self.compaction_pending() {
-                match self.rx.try_recv() {
-                    Ok(p) => p,
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        self.compaction_step()?;
-                        tokio::task::yield_now().await;
-                        continue;
+            self.process_ready().await?;
+            let compaction = self.compaction_pending();
+            tokio::select! {
+                biased;
+                _ = tick.tick() => self.node.tick(),
+                input = self.rx.recv() => match input {
+                    Some(i) => {
+                        self.handle_input(i);
+                        self.drain_inputs();
                     }
-                    Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
+                    None => return Ok(()),
+                },
+                Some(m) = recv_peer(&mut self.peer_rx) => {
+                    self.handle_inbound(m);
+                    while let Some(Ok(m)) = self.peer_rx.as_mut().map(|r| r.try_recv()) {
+                        self.handle_inbound(m);
+                    }
                 }
-            } else {
-                match tokio::time::timeout_at(next_tick, self.rx.recv()).await {
-                    Ok(Some(p)) => p,
-                    Ok(None) => return Ok(()),
-                    Err(_) => continue, // tick time
+                _ = std::future::ready(()), if compaction => self.compaction_step()?,
+            }
+            self.issue_read_index();
+            if tokio::time::Instant::now() >= next_lease_tick {
+                self.lease_tick();
+                next_lease_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
+            }
+        }
+    }
+
+    fn drain_inputs(&mut self) {
+        for _ in 1..self.shared.cfg.group_entries_max {
+            match self.rx.try_recv() {
+                Ok(i) => self.handle_input(i),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::Propose(p) => match self.node.propose(p.data) {
+                Ok(()) => {
+                    self.waiters.insert(p.id, p.reply);
                 }
-            };
-            let mut group = vec![first];
-            while group.len() < self.shared.cfg.group_entries_max {
-                match self.rx.try_recv() {
-                    Ok(p) => group.push(p),
-                    Err(_) => break,
+                Err(e) => {
+                    let _ = p.reply.send(Err(proposal_error(e)));
+                }
+            },
+            Input::ReadIndex(r) => self.queued_reads.push(r),
+        }
+    }
+
+    fn handle_inbound(&mut self, m: Inbound) {
+        match m {
+            Inbound::Message(msg) => {
+                if let Err(e) = self.node.step(msg) {
+                    tracing::debug!(error = %e, "raft refused a peer message");
                 }
             }
-            self.handle_group(group).await?;
-            if self.compaction_pending() {
-                self.compaction_step()?;
+            Inbound::Unreachable(id) => self.node.report_unreachable(id),
+            Inbound::SnapshotStatus { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.node.report_snapshot(to, status);
+            }
+        }
+    }
+
+    /// One ReadIndex for every read that arrived since the last one (etcd
+    /// batches reads the same way).
+    fn issue_read_index(&mut self) {
+        if self.queued_reads.is_empty() {
+            return;
+        }
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.node.read_index(ctx.to_be_bytes().to_vec());
+        self.pending_reads
+            .insert(ctx, std::mem::take(&mut self.queued_reads));
+    }
+
+    /// Handles every Ready raft has, in the safe order.
+    async fn process_ready(&mut self) -> Result<(), MemberError> {
+        while self.node.has_ready() {
+            let rd = self.node.ready();
+            if let Some(ss) = rd.soft_state {
+                self.on_soft_state(ss);
+            }
+            if rd.snapshot.is_some() {
+                return Err(MemberError::Storage(StorageError::Engine(
+                    "installing a raft snapshot is not supported yet".into(),
+                )));
+            }
+            // 1. persist
+            let mut b = Batch::new();
+            self.node.storage_mut().append(&mut b, &rd.entries);
+            if let Some(hs) = rd.hard_state {
+                self.node.storage_mut().set_hard_state(&mut b, hs);
+                self.shared.term.store(hs.term, Ordering::Release);
+                self.shared.committed.store(hs.commit, Ordering::Release);
+            }
+            if rd.must_sync {
+                write_durable(&self.backend, b).await?;
+            } else if !b.is_empty() {
+                self.backend.write(b)?;
+            }
+            // 2. send
+            if let Some(t) = &self.transport {
+                t.send(rd.messages);
+            }
+            // 3. apply, 4. answer
+            let committed: Vec<LogEntry> = rd
+                .committed_entries
+                .iter()
+                .map(crate::storage::raft_log::to_log_entry)
+                .collect();
+            self.apply(committed)?;
+            for rs in rd.read_states {
+                let ctx = rs
+                    .context
+                    .as_slice()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                if let Some(readers) = self.pending_reads.remove(&ctx) {
+                    self.read_waiters
+                        .entry(rs.index)
+                        .or_default()
+                        .extend(readers);
+                }
+            }
+            self.answer_reads();
+            // 5. advance
+            self.node.advance(rd.number);
+        }
+        Ok(())
+    }
+
+    /// Answers the reads whose read index this member has applied.
+    fn answer_reads(&mut self) {
+        let applied = self.shared.applied.load(Ordering::Acquire);
+        let later = self.read_waiters.split_off(&(applied + 1));
+        for (_, readers) in std::mem::replace(&mut self.read_waiters, later) {
+            for r in readers {
+                let _ = r.send(Ok(()));
+            }
+        }
+    }
+
+    fn on_soft_state(&mut self, ss: SoftState) {
+        let was = self.shared.leader.swap(ss.leader_id, Ordering::AcqRel);
+        if was != ss.leader_id {
+            tracing::info!(
+                leader = format!("{:x}", ss.leader_id),
+                term = self.node.term(),
+                "raft leader changed"
+            );
+        }
+        let mut lessor = self.shared.lessor();
+        match (ss.role == Role::Leader, lessor.is_primary()) {
+            (true, false) => lessor.promote(self.shared.cfg.election_timeout),
+            (false, true) => lessor.demote(),
+            _ => {}
+        }
+        drop(lessor);
+        if ss.role != Role::Leader && ss.leader_id == 0 {
+            // Reads waiting for a leader's confirmation will not get it.
+            for (_, readers) in self.pending_reads.drain() {
+                for r in readers {
+                    let _ = r.send(Err(MemberError::NoLeader));
+                }
             }
         }
     }
 
     /// The primary lessor's periodic work: revoke expired leases and
-    /// replicate renewals as checkpoints, through the log like any request.
-    async fn lease_tick(&mut self) -> Result<(), MemberError> {
+    /// replicate renewals as checkpoints, through raft like any request.
+    fn lease_tick(&mut self) {
         let now = self.shared.now();
         let (expired, checkpoints) = {
             let mut l = self.shared.lessor();
             if !l.is_primary() {
-                return Ok(());
+                return;
             }
             (
                 l.take_expired(now, LEASE_REVOKES_PER_TICK_MAX),
                 l.take_checkpoints(LEASE_CHECKPOINTS_PER_PROPOSAL_MAX),
             )
         };
-        let mut group: Vec<Proposal> = expired
-            .into_iter()
-            .map(|id| {
-                tracing::info!(lease = format!("{id:016x}"), "lease expired, revoking");
-                self.internal_proposal(internal_request::Request::LeaseRevoke(LeaseRevokeRequest {
+        for id in expired {
+            tracing::info!(lease = format!("{id:016x}"), "lease expired, revoking");
+            let r =
+                self.propose_internal(internal_request::Request::LeaseRevoke(LeaseRevokeRequest {
                     id,
-                }))
-            })
-            .collect();
+                }));
+            if r.is_err() {
+                self.shared.lessor().revoke_failed(id);
+            }
+        }
         if !checkpoints.is_empty() {
             let checkpoints = checkpoints
                 .into_iter()
                 .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
                 .collect();
-            group.push(
-                self.internal_proposal(internal_request::Request::LeaseCheckpoint(
-                    LeaseCheckpointRequest { checkpoints },
-                )),
-            );
+            let _ = self.propose_internal(internal_request::Request::LeaseCheckpoint(
+                LeaseCheckpointRequest { checkpoints },
+            ));
         }
-        if group.is_empty() {
-            return Ok(());
-        }
-        self.handle_group(group).await
     }
 
     /// A request the member proposes itself; nobody waits for its answer.
-    fn internal_proposal(&self, request: internal_request::Request) -> Proposal {
+    fn propose_internal(&mut self, request: internal_request::Request) -> Result<(), MemberError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let data = InternalRequest {
             id,
             request: Some(request),
         }
         .encode_to_vec();
-        let (reply, _) = oneshot::channel();
-        Proposal { id, data, reply }
+        self.node.propose(data).map_err(proposal_error)
     }
 
     fn compaction_pending(&self) -> bool {
@@ -518,28 +726,41 @@ impl Member {
         }
         Ok(())
     }
+}
 
-    /// Appends a group durably (one fsync), then applies and answers it.
-    async fn handle_group(&mut self, group: Vec<Proposal>) -> Result<(), MemberError> {
-        let mut entries = Vec::with_capacity(group.len());
-        for p in group {
-            self.last_index += 1;
-            entries.push(LogEntry {
-                index: self.last_index,
-                term: SINGLE_MEMBER_TERM,
-                kind: EntryKind::Request,
-                data: p.data,
-            });
-            self.waiters.insert(p.id, p.reply);
-        }
-        let backend = self.backend.clone();
-        let durable = entries.clone();
-        tokio::task::spawn_blocking(move || log::append_durable(backend.as_ref(), &durable))
-            .await
-            .map_err(|e| StorageError::Engine(format!("log append task failed: {e}")))??;
-        self.shared
-            .committed
-            .store(self.last_index, Ordering::Release);
-        self.apply(entries)
+/// Writes and fsyncs a batch. The fsync may take milliseconds, so it runs
+/// off the runtime's threads (under madsim the backend is in memory and
+/// blocking tasks are not simulated: inline).
+async fn write_durable(backend: &Arc<dyn Backend>, b: Batch) -> Result<(), StorageError> {
+    #[cfg(not(madsim))]
+    {
+        let backend = backend.clone();
+        tokio::task::spawn_blocking(move || {
+            backend.write(b)?;
+            backend.persist()
+        })
+        .await
+        .map_err(|e| StorageError::Engine(format!("log append task failed: {e}")))?
+    }
+    #[cfg(madsim)]
+    {
+        backend.write(b)?;
+        backend.persist()
+    }
+}
+
+/// The next peer message, or never on a member without peers.
+async fn recv_peer(rx: &mut Option<mpsc::Receiver<Inbound>>) -> Option<Inbound> {
+    match rx {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A proposal raft refused, as the error its client gets.
+fn proposal_error(e: concord_raft::Error) -> MemberError {
+    match e {
+        concord_raft::Error::ProposalDropped(_) => MemberError::NoLeader,
+        other => MemberError::Raft(other),
     }
 }

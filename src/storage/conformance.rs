@@ -271,7 +271,7 @@ fn mem_failed_persist_poisons_until_restart() {
 
 #[cfg(not(madsim))]
 mod data_dir {
-    use super::super::fjall_backend::FjallBackend;
+    use super::super::fjall_backend::{FjallBackend, FORMAT_VERSION};
     use super::super::StorageError;
     use std::fs;
 
@@ -320,10 +320,26 @@ mod data_dir {
         match FjallBackend::open(dir.path()) {
             Err(StorageError::NewerFormat {
                 found, supported, ..
-            }) => assert_eq!((found, supported), (99, 1)),
+            }) => assert_eq!((found, supported), (99, FORMAT_VERSION)),
             Err(e) => panic!("got {e}, want NewerFormat"),
             Ok(_) => panic!("opened a newer format"),
         }
+    }
+
+    #[test]
+    fn refuses_an_older_format_without_touching_it() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(FjallBackend::open(dir.path()).expect("create"));
+        let marker = dir.path().join("concord.format");
+        fs::write(&marker, b"concord data format 1\n").unwrap();
+        match FjallBackend::open(dir.path()) {
+            Err(e @ StorageError::OlderFormat { found: 1, .. }) => {
+                assert!(e.to_string().contains("no migration"), "{e}")
+            }
+            Err(e) => panic!("got {e}, want OlderFormat"),
+            Ok(_) => panic!("opened an older format"),
+        }
+        assert_eq!(fs::read(&marker).unwrap(), b"concord data format 1\n");
     }
 
     #[test]

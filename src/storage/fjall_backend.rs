@@ -19,7 +19,8 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 use super::{Backend, Batch, KeyRange, Op, Partition, ReadView, Result, ScanIter, StorageError};
 
 /// The on-disk format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: the log is raft's (hard state, configuration, compaction point).
+pub const FORMAT_VERSION: u32 = 2;
 const FORMAT_FILE: &str = "concord.format";
 const FORMAT_PREFIX: &str = "concord data format ";
 
@@ -67,6 +68,13 @@ fn claim_data_dir(dir: &Path) -> Result<bool> {
             .ok_or_else(|| foreign("its concord.format marker is unreadable"))?;
         if version > FORMAT_VERSION {
             return Err(StorageError::NewerFormat {
+                path: dir.display().to_string(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if version < FORMAT_VERSION {
+            return Err(StorageError::OlderFormat {
                 path: dir.display().to_string(),
                 found: version,
                 supported: FORMAT_VERSION,

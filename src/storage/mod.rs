@@ -99,6 +99,14 @@ pub enum StorageError {
         found: u32,
         supported: u32,
     },
+    #[error(
+        "data dir {path} has format version {found}, written by an older concord before raft; this build reads version {supported} only (no migration: start from an empty data dir)"
+    )]
+    OlderFormat {
+        path: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("storage is poisoned by an earlier failed write or fsync; the member must restart")]
     Poisoned,
 }

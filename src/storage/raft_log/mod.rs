@@ -115,7 +115,8 @@ pub fn decode_conf_state(b: &[u8]) -> Result<ConfState, StorageError> {
     })
 }
 
-fn to_log_entry(e: &Entry) -> LogEntry {
+/// A raft entry as persisted.
+pub fn to_log_entry(e: &Entry) -> LogEntry {
     let kind = match e.kind {
         RaftKind::ConfChange => EntryKind::ConfChange,
         RaftKind::Normal if e.data.is_empty() => EntryKind::Empty,
