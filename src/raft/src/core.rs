@@ -18,7 +18,15 @@
 //! Invariants (asserted): the term never decreases; a node votes at most
 //! once per term; the commit index never decreases and never passes the
 //! last index; a committed entry is never replaced; a leader commits only an
-//! entry of its own term, and only when a quorum has matched it.
+//! entry of its own term, and only when a quorum has matched it; only a
+//! voter becomes leader, and a leader removed or demoted by a conf change
+//! stops taking proposals, hands over (MsgTimeoutNow) and steps down.
+//!
+//! Two additions to etcd's algorithm, both for liveness of joint consensus
+//! (configurations take effect when applied, so voters can lag behind a
+//! removal that already committed): the handover above, and vote
+//! rejections that carry the voter's commit index, from which a candidate
+//! holding that entry learns it is committed.
 
 use std::collections::BTreeMap;
 
