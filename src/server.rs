@@ -27,6 +27,10 @@ use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
+use crate::transport::{peer_service, Transport};
+
+/// Peer messages waiting for the member (etcd's recvc is 4096).
+const PEER_MAILBOX_MESSAGES_MAX: usize = 4096;
 
 /// How long in-flight client requests may take after a stop signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -139,7 +143,27 @@ pub async fn run(
         revision = handle.store().current_revision(),
         "member restored"
     );
+    // Peers: raft messages out through the transport, in through the peer
+    // service; both feed one mailbox of the member.
+    let membership = handle.membership();
+    let (mailbox_tx, mailbox_rx) = tokio::sync::mpsc::channel(PEER_MAILBOX_MESSAGES_MAX);
+    let transport = Transport::new(
+        membership.local_id,
+        membership.cluster_id,
+        mailbox_tx.clone(),
+    );
+    for m in membership
+        .members
+        .iter()
+        .filter(|m| m.id != membership.local_id)
+    {
+        transport
+            .add_peer(m.id, m.peer_ur_ls.clone())
+            .map_err(|e| ServerError::Serve(format!("peer {:x}: {e}", m.id)))?;
+    }
+    let member = member.with_transport(transport, mailbox_rx);
     let mut member_task = tokio::spawn(member.run());
+    let peer_listeners = bind_peer_listeners(&cfg, membership.members.len()).await?;
     let watch_sync = tokio::spawn(
         handle
             .watch_hub()
@@ -178,7 +202,45 @@ pub async fn run(
         servers.push(tokio::spawn(serve));
     }
 
-    announce_ready(&cfg, &handle);
+    for (url, listener) in peer_listeners {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        });
+        let mut stop = stop_rx.clone();
+        let svc = peer_service(
+            membership.local_id,
+            membership.cluster_id,
+            mailbox_tx.clone(),
+        );
+        let serve = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        tracing::info!(address = %url.bind_addr(), "listening for peers on {}", url.text);
+        servers.push(tokio::spawn(serve));
+    }
+    drop(mailbox_tx);
+
+    // etcd's readiness lines come once this member's attributes are
+    // published through raft (which needs a leader).
+    let publisher = {
+        let (cfg, handle) = (cfg.clone(), handle.clone());
+        tokio::spawn(async move {
+            let urls = cfg
+                .advertise_client_urls
+                .iter()
+                .map(|u| u.text.clone())
+                .collect();
+            match handle.publish(&cfg.name, urls).await {
+                Ok(()) => announce_ready(&cfg, &handle),
+                Err(e) => tracing::error!(error = %e, "could not publish this member's attributes"),
+            }
+        })
+    };
 
     let early = tokio::select! {
         _ = shutdown => {
@@ -201,6 +263,7 @@ pub async fn run(
         }
     }
     watch_sync.abort();
+    publisher.abort();
     drop(handle);
     let member_failed = early.is_some();
     let result = match early {
@@ -216,8 +279,36 @@ pub async fn run(
     Ok(())
 }
 
+/// Binds `--listen-peer-urls`. Peer TLS is not implemented yet: an https
+/// peer URL is skipped (with a warning) on a one-member cluster, where no
+/// peer ever connects, and refused otherwise.
+async fn bind_peer_listeners(
+    cfg: &Config,
+    members: usize,
+) -> Result<Vec<(crate::config::Url, TcpListener)>, ServerError> {
+    let mut out = Vec::new();
+    for url in &cfg.listen_peer_urls {
+        if url.scheme != "http" {
+            if members > 1 {
+                return Err(ServerError::Scheme(format!("peer {}", url.scheme)));
+            }
+            tracing::warn!(url = %url.text, "peer TLS is not implemented yet; not listening for peers on it (a one-member cluster has no peers)");
+            continue;
+        }
+        let l = TcpListener::bind(url.bind_addr())
+            .await
+            .map_err(|source| ServerError::Listen {
+                url: url.text.clone(),
+                source,
+            })?;
+        out.push((url.clone(), l));
+    }
+    Ok(out)
+}
+
 /// Prints etcd's two readiness lines once the client ports accept
-/// connections (etcd's own test harness waits for them).
+/// connections and the member is published (etcd's own test harness waits
+/// for them).
 fn announce_ready(cfg: &Config, handle: &Handle) {
     let m = handle.membership();
     let urls: Vec<&str> = cfg

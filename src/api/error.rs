@@ -47,6 +47,7 @@ etcd_errors! {
     LEASE_EXIST = FailedPrecondition, "etcdserver: lease already exists";
     LEASE_TTL_TOO_LARGE = OutOfRange, "etcdserver: too large lease TTL";
     NO_LEADER = Unavailable, "etcdserver: no leader";
+    REQUEST_TIMEOUT = Unavailable, "etcdserver: request timed out";
     STOPPED = Unavailable, "etcdserver: server stopped";
     NOT_LEADER = FailedPrecondition, "etcdserver: not leader";
     BAD_LEADER_TRANSFEREE = FailedPrecondition, "etcdserver: bad leader transferee";
@@ -76,6 +77,7 @@ pub fn lease_status(e: LeaseError) -> Status {
         LeaseError::NotFound => LEASE_NOT_FOUND.status(),
         LeaseError::Exists => LEASE_EXIST.status(),
         LeaseError::TtlTooLarge => LEASE_TTL_TOO_LARGE.status(),
+        LeaseError::NotPrimary => NOT_LEADER.status(),
     }
 }
 
@@ -92,6 +94,8 @@ pub fn member_status(e: &MemberError) -> Status {
         MemberError::Stopped => STOPPED.status(),
         MemberError::Mvcc(m) => mvcc_status(m),
         MemberError::Lease(l) => lease_status(*l),
+        MemberError::NoLeader => NO_LEADER.status(),
+        MemberError::Timeout => REQUEST_TIMEOUT.status(),
         other => {
             tracing::error!(error = %other, "member failure while serving a request");
             STOPPED.status()

@@ -84,7 +84,13 @@ impl Lease for LeaseService {
         let out = request.into_inner().map(move |req| {
             let req = req?;
             // Unknown or expired: TTL 0, and the stream goes on (etcd).
-            let ttl = member.lease_renew(req.id).unwrap_or(0);
+            let ttl = match member.lease_renew(req.id) {
+                Ok(ttl) => ttl,
+                Err(crate::lease::LeaseError::NotPrimary) => {
+                    return Err(super::error::NOT_LEADER.status())
+                }
+                Err(_) => 0,
+            };
             Ok(LeaseKeepAliveResponse {
                 header: header_at(&member, 0),
                 id: req.id,

@@ -45,6 +45,9 @@ pub enum LeaseError {
     Exists,
     #[error("too large lease TTL")]
     TtlTooLarge,
+    /// Keep-alives and TTLs are served by the primary lessor (the leader).
+    #[error("not leader")]
+    NotPrimary,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,7 +304,9 @@ impl Lessor {
 
     /// Primary: a keep-alive. Returns the granted TTL.
     pub fn renew(&mut self, id: i64, now: Duration) -> Result<i64, LeaseError> {
-        assert!(self.primary, "renew on a member that is not the primary");
+        if !self.primary {
+            return Err(LeaseError::NotPrimary);
+        }
         let l = self.leases.get(&id).ok_or(LeaseError::NotFound)?;
         if l.revoking_since.is_some() {
             return Err(LeaseError::NotFound);

@@ -33,6 +33,7 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint(LeaseCheckpointResponse),
+    MemberAttributes,
 }
 
 /// Most log entries deleted behind the applied index in one group.
@@ -66,7 +67,7 @@ fn apply_kv(w: &mut Writer<'_>, req: &Request) -> Result<Outcome, MemberError> {
                 header: header(rev),
             })
         }),
-        _ => unreachable!("lease requests are applied by apply_lease"),
+        _ => unreachable!("lease and membership requests are applied by the member"),
     };
     match r {
         Ok(a) => Ok(Ok(a)),
@@ -178,7 +179,10 @@ impl Member {
                 Request::Compaction(c) if c.physical => Some(c.revision),
                 _ => None,
             };
-            let outcome = if is_lease_request(request) {
+            let outcome = if let Request::MemberAttributes(a) = request {
+                self.apply_member_attributes(w.batch_mut(), a);
+                Ok(Applied::MemberAttributes)
+            } else if is_lease_request(request) {
                 self.apply_lease(&mut w, request)?
             } else {
                 apply_kv(&mut w, request)?
@@ -286,6 +290,30 @@ impl Member {
                 })))
             }
             _ => unreachable!("not a lease request"),
+        }
+    }
+
+    /// A member published its name and client URLs: every member records
+    /// them (etcd's ClusterMemberAttrSetRequest).
+    fn apply_member_attributes(
+        &mut self,
+        batch: &mut crate::storage::Batch,
+        a: &crate::proto::concordpb::MemberAttributes,
+    ) {
+        let mut m = self
+            .shared
+            .membership
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(x) = m.members.iter_mut().find(|x| x.id == a.id) {
+            x.name = a.name.clone();
+            x.client_ur_ls = a.client_urls.clone();
+            m.save(batch);
+        } else {
+            tracing::warn!(
+                id = format!("{:x}", a.id),
+                "attributes of an unknown member"
+            );
         }
     }
 

@@ -263,6 +263,29 @@ impl Handle {
         }
     }
 
+    /// Publishes this member's name and client URLs through raft; returns
+    /// once they are applied here (etcd prints "published" then). Retries
+    /// while there is no leader; gives up only when the member stops.
+    pub async fn publish(&self, name: &str, client_urls: Vec<String>) -> Result<(), MemberError> {
+        let attrs = crate::proto::concordpb::MemberAttributes {
+            id: self.member_id(),
+            name: name.to_string(),
+            client_urls,
+        };
+        loop {
+            match self
+                .propose(internal_request::Request::MemberAttributes(attrs.clone()))
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(MemberError::NoLeader | MemberError::Timeout) => {
+                    tokio::time::sleep(self.shared.cfg.heartbeat_interval).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// The TTL a grant of `ttl` seconds gets (raised to the minimum).
     pub fn lease_effective_ttl(&self, ttl: i64) -> Result<i64, LeaseError> {
         self.shared.lessor().effective_ttl(ttl)

@@ -39,29 +39,44 @@ pub fn etcdctl_path() -> &'static str {
 pub struct Server {
     pub child: Option<Child>,
     pub port: u16,
+    /// The peer listener's port (a member always listens for peers).
+    pub peer_port: u16,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
     /// Environment variables for the process.
     pub envs: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
     log_rx: Option<mpsc::Receiver<String>>,
+    /// Output lines read while waiting for readiness.
+    pending: Vec<String>,
 }
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        let mut s = Server::prepare(extra);
+        s.spawn();
+        s
+    }
+
+    /// A member with its ports and data dir chosen, not started yet.
+    pub fn prepare(extra: &[&str]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
-        let mut s = Server {
+        Server {
             child: None,
             port: free_port(),
+            peer_port: free_port(),
             data_dir,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             envs: Vec::new(),
             _tmp: Some(tmp),
             log_rx: None,
-        };
-        s.spawn();
-        s
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
     }
 
     pub fn endpoint(&self) -> String {
@@ -80,6 +95,8 @@ impl Server {
             self.url(),
             "--advertise-client-urls".to_string(),
             self.url(),
+            "--listen-peer-urls".to_string(),
+            format!("http://127.0.0.1:{}", self.peer_port),
         ];
         a.extend(self.extra_args.iter().cloned());
         a
@@ -87,6 +104,13 @@ impl Server {
 
     /// Starts the process and waits for both readiness lines.
     pub fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting (members of a new cluster need
+    /// each other before any is ready).
+    pub fn launch(&mut self) {
         let mut child = Command::new(BIN)
             .args(self.args())
             .envs(self.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -103,8 +127,15 @@ impl Server {
                 }
             }
         });
+        self.child = Some(child);
+        self.log_rx = Some(rx);
+        self.pending.clear();
+    }
+
+    /// Waits for etcd's two readiness lines of the launched process.
+    pub fn wait_ready(&mut self) {
+        let rx = self.log_rx.as_ref().expect("launched");
         let mut ready = 0;
-        let mut seen = Vec::new();
         while ready < 2 {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
@@ -113,16 +144,17 @@ impl Server {
                     {
                         ready += 1;
                     }
-                    seen.push(line);
+                    self.pending.push(line);
                 }
                 Err(_) => {
-                    let _ = child.kill();
-                    panic!("concord did not become ready; output:\n{}", seen.join("\n"));
+                    self.kill9();
+                    panic!(
+                        "concord did not become ready; output:\n{}",
+                        self.pending.join("\n")
+                    );
                 }
             }
         }
-        self.child = Some(child);
-        self.log_rx = Some(rx);
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -271,6 +303,54 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A cluster of real processes started with etcd's static bootstrap flags.
+pub struct Cluster {
+    pub members: Vec<Server>,
+    pub token: String,
+}
+
+impl Cluster {
+    /// `n` members named m0.., all launched before any is awaited.
+    pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        let token = format!("tok-{}", free_port());
+        let mut members: Vec<Server> = (0..n).map(|_| Server::prepare(&[])).collect();
+        let initial: Vec<String> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("m{i}={}", m.peer_url()))
+            .collect();
+        let initial = initial.join(",");
+        for (i, m) in members.iter_mut().enumerate() {
+            let mut args = vec![
+                "--name".to_string(),
+                format!("m{i}"),
+                "--initial-advertise-peer-urls".to_string(),
+                m.peer_url(),
+                "--initial-cluster".to_string(),
+                initial.clone(),
+                "--initial-cluster-token".to_string(),
+                token.clone(),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            m.extra_args = args;
+            m.launch();
+        }
+        for m in members.iter_mut() {
+            m.wait_ready();
+        }
+        Cluster { members, token }
+    }
+
+    /// All client endpoints, comma separated (for etcdctl --endpoints).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(Server::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
