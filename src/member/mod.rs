@@ -393,7 +393,12 @@ impl Member {
                 let mut b = Batch::new();
                 m.save(&mut b);
                 let voters = ConfState::from_voters(m.members.iter().map(|x| x.id));
-                raft_log.set_conf_state(&mut b, voters);
+                raft_log.bootstrap(&mut b, voters);
+                b.put(
+                    Partition::Meta,
+                    META_APPLIED_INDEX.to_vec(),
+                    1u64.to_be_bytes().to_vec(),
+                );
                 backend.write(b)?;
                 backend.persist()?;
                 tracing::info!(

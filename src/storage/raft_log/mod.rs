@@ -210,6 +210,30 @@ impl RaftLog {
             && self.conf_state == ConfState::default()
     }
 
+    /// A new cluster's starting point, on every founding member: the log
+    /// begins after index 1 (term 1), whose configuration is `voters`. A
+    /// member that joins later has no such point, so the leader must send it
+    /// a snapshot, which carries the configuration.
+    pub fn bootstrap(&mut self, batch: &mut Batch, voters: ConfState) {
+        assert!(self.is_empty(), "bootstrap of a raft log that has state");
+        batch.put(
+            Partition::Meta,
+            META_COMPACTED.to_vec(),
+            encode_u64s(&[1, 1]),
+        );
+        self.compacted = (1, 1);
+        self.last_index = 1;
+        self.set_conf_state(batch, voters);
+        self.set_hard_state(
+            batch,
+            HardState {
+                term: 1,
+                vote: 0,
+                commit: 1,
+            },
+        );
+    }
+
     /// Appends entries after a possible conflict: entries at or after the
     /// first new index are replaced.
     pub fn append(&mut self, batch: &mut Batch, entries: &[Entry]) {
