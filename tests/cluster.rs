@@ -158,3 +158,98 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_catches_up() {
         tokio::task::yield_now().await;
     }
 }
+
+#[tokio::test]
+async fn move_leader_and_membership_changes_with_etcdctl() {
+    let mut c = Cluster::start(3, &[]);
+    let eps = c.endpoints();
+    let (leader, _, _) = status(&c, 0).await;
+    let ids: Vec<u64> = {
+        let mut v = Vec::new();
+        for i in 0..3 {
+            v.push(status(&c, i).await.2);
+        }
+        v
+    };
+    let target = *ids.iter().find(|id| **id != leader).expect("a follower");
+    // move-leader: etcdctl finds the leader among the endpoints.
+    let out = c.members[0].ctl_ok(&["--endpoints", &eps, "move-leader", &format!("{target:x}")]);
+    assert_eq!(
+        out.trim(),
+        format!("Leadership transferred from {leader:x} to {target:x}")
+    );
+    let ti = ids.iter().position(|id| *id == target).expect("target");
+    assert_eq!(status(&c, ti).await.0, target);
+    // A follower refuses: only the leader moves leadership.
+    let follower = (ti + 1) % 3;
+    let err = c.members[follower].ctl_err(&["move-leader", &format!("{leader:x}")]);
+    assert!(
+        err.contains("etcdserver: not leader") || err.contains("no leader"),
+        "{err}"
+    );
+
+    // Add a learner (not started): listed unstarted, cannot be promoted
+    // while it is behind, can be updated and removed.
+    let peer = format!("http://127.0.0.1:{}", common::free_port());
+    let out = c.members[0].ctl_ok(&["member", "add", "m3", "--peer-urls", &peer, "--learner"]);
+    let first = out.lines().next().unwrap_or_default().to_string();
+    assert!(
+        first.starts_with("Member ") && first.contains(" added to cluster "),
+        "{out}"
+    );
+    assert!(
+        out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer}\"")),
+        "{out}"
+    );
+    let new_id = first.split_whitespace().nth(1).expect("id").to_string();
+    let list = c.members[1].ctl_ok(&["member", "list"]);
+    assert!(
+        list.contains(&format!("{new_id}, unstarted, , {peer}, , true")),
+        "{list}"
+    );
+    let err = c.members[0].ctl_err(&["member", "add", "again", "--peer-urls", &peer]);
+    assert!(err.contains("Peer URLs already exists"), "{err}");
+    let err = c.members[0].ctl_err(&["member", "promote", &new_id]);
+    assert!(
+        err.contains("can only promote a learner member which is in sync with leader"),
+        "{err}"
+    );
+    let err = c.members[0].ctl_err(&["member", "promote", &format!("{leader:x}")]);
+    assert!(err.contains("can only promote a learner member"), "{err}");
+    let peer2 = format!("http://127.0.0.1:{}", common::free_port());
+    let out = c.members[2].ctl_ok(&["member", "update", &new_id, "--peer-urls", &peer2]);
+    assert!(
+        out.contains(&format!("Member {new_id} updated in cluster")),
+        "{out}"
+    );
+    assert!(c.members[0].ctl_ok(&["member", "list"]).contains(&peer2));
+    let out = c.members[1].ctl_ok(&["member", "remove", &new_id]);
+    assert!(
+        out.contains(&format!("Member {new_id} removed from cluster")),
+        "{out}"
+    );
+    let err = c.members[1].ctl_err(&["member", "remove", &new_id]);
+    assert!(err.contains("etcdserver: member not found"), "{err}");
+
+    // Remove a voter: it stops; the other two go on.
+    let victim = (ti + 2) % 3;
+    let victim_id = ids[victim];
+    let out = c.members[ti].ctl_ok(&["member", "remove", &format!("{victim_id:x}")]);
+    assert!(out.contains("removed from cluster"), "{out}");
+    let status = c.members[victim]
+        .child
+        .as_mut()
+        .expect("running")
+        .wait()
+        .expect("wait");
+    assert!(!status.success(), "a removed member exits with an error");
+    c.members[victim].child = None;
+    let survivor = (0..3).find(|i| *i != victim).expect("survivor");
+    c.members[survivor].ctl_ok(&["put", "after", "removal"]);
+    let list = c.members[survivor].ctl_ok(&["member", "list"]);
+    assert_eq!(list.lines().count(), 2, "{list}");
+}

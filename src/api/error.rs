@@ -52,6 +52,13 @@ etcd_errors! {
     NOT_LEADER = FailedPrecondition, "etcdserver: not leader";
     BAD_LEADER_TRANSFEREE = FailedPrecondition, "etcdserver: bad leader transferee";
     MEMBER_NOT_FOUND = NotFound, "etcdserver: member not found";
+    MEMBER_EXIST = FailedPrecondition, "etcdserver: member ID already exist";
+    PEER_URL_EXIST = FailedPrecondition, "etcdserver: Peer URLs already exists";
+    MEMBER_BAD_URLS = InvalidArgument, "etcdserver: given member URLs are invalid";
+    MEMBER_NOT_LEARNER = FailedPrecondition, "etcdserver: can only promote a learner member";
+    LEARNER_NOT_READY = FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader";
+    TOO_MANY_LEARNERS = FailedPrecondition, "etcdserver: too many learner members in cluster";
+    LEADER_TRANSFER_TIMEOUT = Unknown, "etcdserver: request timed out, leader transfer took too long";
     // Not an etcd error: concord limits user keys (see mvcc::USER_KEY_BYTES_MAX).
     KEY_TOO_LARGE = InvalidArgument, "etcdserver: key is too large";
 }
@@ -95,6 +102,9 @@ pub fn member_status(e: &MemberError) -> Status {
         MemberError::Mvcc(m) => mvcc_status(m),
         MemberError::Lease(l) => lease_status(*l),
         MemberError::NoLeader => NO_LEADER.status(),
+        MemberError::NotLeader => NOT_LEADER.status(),
+        MemberError::BadTransferee => BAD_LEADER_TRANSFEREE.status(),
+        MemberError::TransferTimeout => LEADER_TRANSFER_TIMEOUT.status(),
         MemberError::Timeout => REQUEST_TIMEOUT.status(),
         other => {
             tracing::error!(error = %other, "member failure while serving a request");

@@ -6,7 +6,6 @@ use std::pin::Pin;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::error::BAD_LEADER_TRANSFEREE;
 use super::{header_at, SERVER_VERSION};
 use crate::member::Handle;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
@@ -104,9 +103,7 @@ impl Maintenance for MaintenanceService {
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         let target = request.into_inner().target_id;
-        if target != self.member.member_id() {
-            return Err(BAD_LEADER_TRANSFEREE.status());
-        }
+        self.member.move_leader(target).await?;
         Ok(Response::new(MoveLeaderResponse {
             header: header_at(&self.member, self.current()),
         }))

@@ -22,6 +22,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::storage::log::{EntryKind, LogEntry};
 use crate::storage::{Partition, StorageError};
+use concord_raft::ConfChangeKind;
 
 /// The response of one applied request.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +35,8 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint(LeaseCheckpointResponse),
     MemberAttributes,
+    /// The membership after a change.
+    Members(Vec<crate::proto::etcdserverpb::Member>),
 }
 
 /// Most log entries deleted behind the applied index in one group.
@@ -168,9 +171,9 @@ impl Member {
                     request: Some(request),
                 }) => (id, request),
                 Item::ConfChange(cc) => {
-                    let cs = self.node.apply_conf_change(cc)?;
-                    tracing::info!(?cs, "applied a configuration change");
-                    self.node.storage_mut().set_conf_state(w.batch_mut(), cs);
+                    if let Some(d) = self.apply_conf_change(w.batch_mut(), cc)? {
+                        done.push(d);
+                    }
                     continue;
                 }
                 _ => continue,
@@ -182,6 +185,8 @@ impl Member {
             let outcome = if let Request::MemberAttributes(a) = request {
                 self.apply_member_attributes(w.batch_mut(), a);
                 Ok(Applied::MemberAttributes)
+            } else if let Request::MemberUpdate(u) = request {
+                Ok(self.apply_member_update(w.batch_mut(), u))
             } else if is_lease_request(request) {
                 self.apply_lease(&mut w, request)?
             } else {
@@ -291,6 +296,105 @@ impl Member {
             }
             _ => unreachable!("not a lease request"),
         }
+    }
+
+    /// A configuration change: raft's configuration, then the membership
+    /// (from the change's context) and the peers, in the group's batch.
+    fn apply_conf_change(
+        &mut self,
+        batch: &mut crate::storage::Batch,
+        cc: &concord_raft::ConfChange,
+    ) -> Result<Option<Done>, MemberError> {
+        let cs = match self.node.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            Err(e) => {
+                // Refused by raft (e.g. removing an unknown node): no change.
+                tracing::warn!(error = %e, "configuration change refused");
+                return Ok(None);
+            }
+        };
+        tracing::info!(?cs, "applied a configuration change");
+        self.node.storage_mut().set_conf_state(batch, cs);
+        let ctx = if cc.context.is_empty() {
+            None
+        } else {
+            Some(
+                crate::proto::concordpb::MemberChange::decode(cc.context.as_slice()).map_err(
+                    |e| {
+                        MemberError::Storage(StorageError::Engine(format!(
+                            "conf change context: {e}"
+                        )))
+                    },
+                )?,
+            )
+        };
+        let mut m = self
+            .shared
+            .membership
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let local = m.local_id;
+        for ch in &cc.changes {
+            let id = ch.node_id;
+            match ch.kind {
+                ConfChangeKind::AddNode | ConfChangeKind::AddLearnerNode => {
+                    let learner = ch.kind == ConfChangeKind::AddLearnerNode;
+                    if let Some(x) = m.members.iter_mut().find(|x| x.id == id) {
+                        x.is_learner = learner;
+                    } else if let Some(mut new) = ctx.as_ref().and_then(|c| c.member.clone()) {
+                        new.is_learner = learner;
+                        if let Some(t) = &self.transport {
+                            if id != local {
+                                if let Err(e) = t.add_peer(id, new.peer_ur_ls.clone()) {
+                                    tracing::warn!(error = %e, "could not add a peer");
+                                }
+                            }
+                        }
+                        m.members.push(new);
+                        m.members.sort_by_key(|x| x.id);
+                    }
+                }
+                ConfChangeKind::RemoveNode => {
+                    m.members.retain(|x| x.id != id);
+                    if id == local {
+                        self.removed = true;
+                    } else if let Some(t) = &self.transport {
+                        let _ = t.remove_peer(id);
+                    }
+                }
+            }
+        }
+        m.save(batch);
+        let members = m.members.clone();
+        Ok(ctx.map(|c| Done {
+            id: c.request_id,
+            outcome: Ok(Applied::Members(members)),
+            physical: None,
+        }))
+    }
+
+    /// New peer URLs for a member.
+    fn apply_member_update(
+        &mut self,
+        batch: &mut crate::storage::Batch,
+        u: &crate::proto::etcdserverpb::MemberUpdateRequest,
+    ) -> Applied {
+        let mut m = self
+            .shared
+            .membership
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let local = m.local_id;
+        if let Some(x) = m.members.iter_mut().find(|x| x.id == u.id) {
+            x.peer_ur_ls = u.peer_ur_ls.clone();
+            if let Some(t) = &self.transport {
+                if u.id != local {
+                    let _ = t.update_peer(u.id, u.peer_ur_ls.clone());
+                }
+            }
+            m.save(batch);
+        }
+        Applied::Members(m.members.clone())
     }
 
     /// A member published its name and client URLs: every member records

@@ -41,7 +41,9 @@ use crate::storage::raft_log::RaftLog;
 use crate::storage::{Backend, Batch, Partition, StorageError};
 use crate::transport::{Inbound, Transport};
 use crate::watch::WatchHub;
-use concord_raft::{ConfState, RawNode, Role, SnapshotStatus, SoftState};
+use concord_raft::{
+    ConfChange, ConfChangeSingle, ConfState, RawNode, Role, SnapshotStatus, SoftState,
+};
 
 pub use apply::Applied;
 
@@ -74,6 +76,14 @@ pub enum MemberError {
     NoLeader,
     #[error("request timed out")]
     Timeout,
+    #[error("not leader")]
+    NotLeader,
+    #[error("bad leader transferee")]
+    BadTransferee,
+    #[error("leader transfer took too long")]
+    TransferTimeout,
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
 }
 
 /// Limits and knobs of a member.
@@ -166,6 +176,17 @@ struct Proposal {
 enum Input {
     Propose(Proposal),
     ReadIndex(ReadReply),
+    /// A configuration change; its context carries `id` (the waiter).
+    ConfChange {
+        id: u64,
+        cc: ConfChange,
+        reply: Reply,
+    },
+    MoveLeader {
+        target: u64,
+        reply: ReadReply,
+    },
+    RaftStatus(oneshot::Sender<concord_raft::Status>),
 }
 
 /// The client side of a member: cheap to clone, usable from any task.
@@ -259,6 +280,65 @@ impl Handle {
             .map_err(|_| MemberError::Stopped)?;
         match tokio::time::timeout(self.shared.cfg.request_timeout, rx).await {
             Ok(r) => r.map_err(|_| MemberError::Stopped)?,
+            Err(_) => Err(MemberError::Timeout),
+        }
+    }
+
+    /// Proposes a configuration change for `member` and waits until it is
+    /// applied here; returns the membership after it.
+    pub async fn change_membership(
+        &self,
+        changes: Vec<ConfChangeSingle>,
+        member: crate::proto::etcdserverpb::Member,
+    ) -> Result<Vec<crate::proto::etcdserverpb::Member>, MemberError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let context = crate::proto::concordpb::MemberChange {
+            request_id: id,
+            member: Some(member),
+        }
+        .encode_to_vec();
+        let cc = ConfChange {
+            context,
+            ..ConfChange::new(changes)
+        };
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::ConfChange { id, cc, reply }).await?;
+        match self.wait(rx).await?? {
+            Applied::Members(m) => Ok(m),
+            other => Err(MemberError::Storage(StorageError::Engine(format!(
+                "unexpected apply result for a configuration change: {other:?}"
+            )))),
+        }
+    }
+
+    /// etcd's MoveLeader: on the leader, hands leadership to `target` and
+    /// waits until it has it.
+    pub async fn move_leader(&self, target: u64) -> Result<(), MemberError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::MoveLeader { target, reply }).await?;
+        match self.wait(rx).await {
+            Err(MemberError::Timeout) => Err(MemberError::TransferTimeout),
+            r => r?,
+        }
+    }
+
+    /// The raft node's status (progress of peers on the leader).
+    pub async fn raft_status(&self) -> Result<concord_raft::Status, MemberError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Input::RaftStatus(reply)).await?;
+        self.wait(rx).await
+    }
+
+    async fn send(&self, input: Input) -> Result<(), MemberError> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(MemberError::Stopped);
+        }
+        self.tx.send(input).await.map_err(|_| MemberError::Stopped)
+    }
+
+    async fn wait<T>(&self, rx: oneshot::Receiver<T>) -> Result<T, MemberError> {
+        match tokio::time::timeout(self.shared.cfg.request_timeout, rx).await {
+            Ok(r) => r.map_err(|_| MemberError::Stopped),
             Err(_) => Err(MemberError::Timeout),
         }
     }
@@ -357,6 +437,10 @@ pub struct Member {
     pending_reads: HashMap<u64, Vec<ReadReply>>,
     /// Reads waiting for the applied index to reach their read index.
     read_waiters: BTreeMap<u64, Vec<ReadReply>>,
+    /// MoveLeader requests waiting for their target to lead.
+    transfers: Vec<(u64, ReadReply)>,
+    /// This member applied its own removal: it stops.
+    removed: bool,
 }
 
 fn read_applied(view: &dyn crate::storage::ReadView) -> Result<u64, MemberError> {
@@ -463,6 +547,8 @@ impl Member {
             next_read_ctx: 1,
             pending_reads: HashMap::new(),
             read_waiters: BTreeMap::new(),
+            transfers: Vec::new(),
+            removed: false,
         };
         Ok((member, Handle { tx, shared }))
     }
@@ -506,6 +592,10 @@ impl Member {
         let mut next_lease_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
         loop {
             self.process_ready().await?;
+            if self.removed {
+                tracing::error!("the member has been permanently removed from the cluster");
+                return Err(MemberError::Removed);
+            }
             let compaction = self.compaction_pending();
             tokio::select! {
                 biased;
@@ -553,7 +643,36 @@ impl Member {
                 }
             },
             Input::ReadIndex(r) => self.queued_reads.push(r),
+            Input::ConfChange { id, cc, reply } => match self.node.propose_conf_change(&cc) {
+                Ok(()) => {
+                    self.waiters.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(proposal_error(e)));
+                }
+            },
+            Input::MoveLeader { target, reply } => self.move_leader(target, reply),
+            Input::RaftStatus(reply) => {
+                let _ = reply.send(self.node.status());
+            }
         }
+    }
+
+    fn move_leader(&mut self, target: u64, reply: ReadReply) {
+        if self.node.role() != Role::Leader {
+            let _ = reply.send(Err(MemberError::NotLeader));
+            return;
+        }
+        if !self.node.storage().conf_state().voters.contains(&target) {
+            let _ = reply.send(Err(MemberError::BadTransferee));
+            return;
+        }
+        if target == self.node.id() {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        self.node.transfer_leader(target);
+        self.transfers.push((target, reply));
     }
 
     fn handle_inbound(&mut self, m: Inbound) {
@@ -657,6 +776,13 @@ impl Member {
     }
 
     fn on_soft_state(&mut self, ss: SoftState) {
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.transfers)
+            .into_iter()
+            .partition(|(target, _)| *target == ss.leader_id);
+        self.transfers = waiting;
+        for (_, reply) in done {
+            let _ = reply.send(Ok(()));
+        }
         let was = self.shared.leader.swap(ss.leader_id, Ordering::AcqRel);
         if was != ss.leader_id {
             tracing::info!(
