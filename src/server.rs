@@ -27,7 +27,7 @@ use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
-use crate::transport::{peer_service, Transport};
+use crate::transport::Transport;
 
 /// Peer messages waiting for the member (etcd's recvc is 4096).
 const PEER_MAILBOX_MESSAGES_MAX: usize = 4096;
@@ -161,6 +161,7 @@ pub async fn run(
             .add_peer(m.id, m.peer_ur_ls.clone())
             .map_err(|e| ServerError::Serve(format!("peer {:x}: {e}", m.id)))?;
     }
+    let peer_server = transport.service(mailbox_tx.clone());
     let member = member.with_transport(transport, mailbox_rx);
     let mut member_task = tokio::spawn(member.run());
     let peer_listeners = bind_peer_listeners(&cfg, membership.members.len()).await?;
@@ -210,13 +211,8 @@ pub async fn run(
             s
         });
         let mut stop = stop_rx.clone();
-        let svc = peer_service(
-            membership.local_id,
-            membership.cluster_id,
-            mailbox_tx.clone(),
-        );
         let serve = tonic::transport::Server::builder()
-            .add_service(svc)
+            .add_service(peer_server.clone())
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
@@ -271,6 +267,11 @@ pub async fn run(
         None => member_task.await,
     }
     .map_err(|e| ServerError::Serve(format!("member task: {e}")))?;
+    if let Err(MemberError::Removed) = result {
+        // As etcd: a member removed from its cluster stops, and exits 0.
+        tracing::info!("stopped: this member was removed from the cluster");
+        return Ok(());
+    }
     result?;
     if member_failed {
         return Err(ServerError::Member(MemberError::Stopped));

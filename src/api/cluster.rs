@@ -35,6 +35,34 @@ impl ClusterService {
         header_at(&self.member, self.member.store().current_revision())
     }
 
+    /// Sends a promote to the leader's client URL (etcd forwards it over
+    /// its peer API; the leader's answer is the same).
+    async fn forward_promote(
+        &self,
+        leader: u64,
+        id: u64,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        let urls = self
+            .member
+            .membership()
+            .members
+            .into_iter()
+            .find(|m| m.id == leader && leader != 0)
+            .map(|m| m.client_ur_ls)
+            .unwrap_or_default();
+        let Some(url) = urls.first() else {
+            return Err(super::error::NO_LEADER.status());
+        };
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|_| super::error::NO_LEADER.status())?;
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|_| super::error::NO_LEADER.status())?;
+        let mut client = crate::proto::etcdserverpb::cluster_client::ClusterClient::new(channel);
+        client.member_promote(MemberPromoteRequest { id }).await
+    }
+
     fn find(&self, id: u64) -> Result<Member, Status> {
         self.member
             .membership()
@@ -180,15 +208,16 @@ impl Cluster for ClusterService {
             return Err(MEMBER_NOT_LEARNER.status());
         }
         // etcd: the learner's match index must be at least 90% of the
-        // leader's (checked where the progress is known: on the leader).
+        // leader's; only the leader knows, so a follower forwards.
         let st = self.member.raft_status().await?;
-        if st.role == Role::Leader {
-            if let Some(progress) = &st.progress {
-                let leader = progress.get(&st.id).map_or(0, |p| p.matched);
-                if let Some(p) = progress.get(&id) {
-                    if (p.matched as f64) < 0.9 * leader as f64 {
-                        return Err(LEARNER_NOT_READY.status());
-                    }
+        if st.role != Role::Leader {
+            return self.forward_promote(st.leader_id, id).await;
+        }
+        if let Some(progress) = &st.progress {
+            let leader = progress.get(&st.id).map_or(0, |p| p.matched);
+            if let Some(p) = progress.get(&id) {
+                if (p.matched as f64) < 0.9 * leader as f64 {
+                    return Err(LEARNER_NOT_READY.status());
                 }
             }
         }

@@ -359,7 +359,7 @@ impl Member {
                     if id == local {
                         self.removed = true;
                     } else if let Some(t) = &self.transport {
-                        let _ = t.remove_peer(id);
+                        let _ = t.remove_member(id);
                     }
                 }
             }

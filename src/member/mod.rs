@@ -691,6 +691,7 @@ impl Member {
                 };
                 self.node.report_snapshot(to, status);
             }
+            Inbound::Removed => self.removed = true,
         }
     }
 

@@ -88,7 +88,14 @@ pub enum Inbound {
     /// A `MsgSnap` to `to` was delivered (`ok`) or failed:
     /// `RawNode::report_snapshot`.
     SnapshotStatus { to: u64, ok: bool },
+    /// A peer refused this member because it was removed from the cluster
+    /// (etcd's HTTP 410): the member must stop.
+    Removed,
 }
+
+/// The status message a member sends to a peer that was removed (etcd's
+/// wording); the removed peer stops when it sees it.
+pub const REMOVED_MESSAGE: &str = "the member has been permanently removed from the cluster";
 
 /// The state of the message stream to one peer (etcd's "active since").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +140,8 @@ struct Inner {
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
     state: Mutex<State>,
+    /// Members removed from the cluster: their RPCs are refused.
+    removed: Arc<Mutex<std::collections::BTreeSet<u64>>>,
 }
 
 #[derive(Default)]
@@ -172,8 +181,31 @@ impl Transport {
                 cluster_id,
                 inbound,
                 state: Mutex::new(State::default()),
+                removed: Arc::default(),
             }),
         }
+    }
+
+    /// The peer server for this member's peer listener: like
+    /// [`peer_service`], and it refuses members this transport removed.
+    pub fn service(&self, inbound: mpsc::Sender<Inbound>) -> PeerGrpcServer {
+        server::peer_service_with_removed(
+            self.inner.local_id,
+            self.inner.cluster_id,
+            inbound,
+            self.inner.removed.clone(),
+        )
+    }
+
+    /// Peer `id` was removed from the cluster: stop its tasks and refuse
+    /// it from now on (it learns of its removal that way).
+    pub fn remove_member(&self, id: u64) -> Result<(), TransportError> {
+        self.inner
+            .removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        self.remove_peer(id)
     }
 
     pub fn local_id(&self) -> u64 {

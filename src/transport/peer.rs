@@ -114,6 +114,8 @@ enum StreamEnd {
     /// Broken, closed by the peer, or rejected; the text says which.
     Failed(String),
     Rejected(tonic::Status),
+    /// The peer says this member was removed from the cluster.
+    Removed,
 }
 
 /// The peer's stream task (see the module diagram).
@@ -144,7 +146,7 @@ pub(crate) async fn run_stream(
                 let opened = tokio::time::Instant::now();
                 let end = forward(&mut ctx, client, &mut queue).await;
                 if opened.elapsed() >= STREAM_HEALTHY_AFTER
-                    && !matches!(end, StreamEnd::Rejected(_))
+                    && !matches!(end, StreamEnd::Rejected(_) | StreamEnd::Removed)
                 {
                     backoff.reset();
                 }
@@ -159,6 +161,10 @@ pub(crate) async fn run_stream(
                     }
                     StreamEnd::Rejected(s) => {
                         tracing::error!(%peer, %url, status = %s, "peer rejected the stream");
+                    }
+                    StreamEnd::Removed => {
+                        tracing::error!(%peer, "{}", super::REMOVED_MESSAGE);
+                        let _ = ctx.inbound.try_send(Inbound::Removed);
                     }
                 }
             }
@@ -277,6 +283,12 @@ fn call_end(
     match result {
         Ok(_) => StreamEnd::Failed("closed by the peer".to_string()),
         Err(s) if s.code() == tonic::Code::PermissionDenied => StreamEnd::Rejected(s),
+        Err(s)
+            if s.code() == tonic::Code::FailedPrecondition
+                && s.message() == super::REMOVED_MESSAGE =>
+        {
+            StreamEnd::Removed
+        }
         Err(s) => StreamEnd::Failed(s.to_string()),
     }
 }

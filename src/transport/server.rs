@@ -9,11 +9,14 @@
 //! reaches the sender through HTTP/2), and a stream ends as soon as the
 //! mailbox is closed (the member stopped).
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::snapshot::{Reassembly, SnapshotError};
-use super::{codec, net, peer, Inbound, MESSAGE_BYTES_MAX};
+use super::{codec, net, peer, Inbound, MESSAGE_BYTES_MAX, REMOVED_MESSAGE};
 use crate::proto::concordpb::peer_server::{Peer, PeerServer};
 use crate::proto::concordpb::{RaftMessage, SnapshotAck, SnapshotChunk, StreamAck};
 use crate::raft::Message;
@@ -24,6 +27,7 @@ pub struct PeerService {
     local_id: u64,
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
+    removed: Arc<Mutex<BTreeSet<u64>>>,
 }
 
 /// The server type of [`peer_service`] (madsim-tonic's generated server
@@ -42,17 +46,43 @@ pub fn peer_service(
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
 ) -> PeerGrpcServer {
+    peer_service_with_removed(local_id, cluster_id, inbound, Arc::default())
+}
+
+/// [`peer_service`] that refuses the members in `removed` with
+/// [`REMOVED_MESSAGE`].
+pub(crate) fn peer_service_with_removed(
+    local_id: u64,
+    cluster_id: u64,
+    inbound: mpsc::Sender<Inbound>,
+    removed: Arc<Mutex<BTreeSet<u64>>>,
+) -> PeerGrpcServer {
     assert!(local_id != 0, "member ID 0 is raft's 'none'");
     PeerServer::new(PeerService {
         local_id,
         cluster_id,
         inbound,
+        removed,
     })
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX)
 }
 
 impl PeerService {
+    /// Refuses a member that was removed from the cluster.
+    fn check_not_removed(&self, sender: u64) -> Result<(), Status> {
+        let removed = self
+            .removed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&sender);
+        if removed {
+            tracing::warn!(peer = %format_args!("{sender:x}"), "refusing a removed member");
+            return Err(Status::failed_precondition(REMOVED_MESSAGE));
+        }
+        Ok(())
+    }
+
     /// Whether `m` (from the member `sender` named in the metadata) may be
     /// delivered; logs why not.
     fn accept(&self, sender: u64, m: &Message) -> bool {
@@ -102,10 +132,13 @@ impl Peer for PeerService {
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<StreamAck>, Status> {
         let sender = net::check_identity(request.metadata(), self.cluster_id)?;
+        self.check_not_removed(sender)?;
         let peer = format!("{sender:x}");
         tracing::debug!(%peer, "peer stream opened");
         let mut stream = request.into_inner();
         while let Some(wire) = self.next(&mut stream).await? {
+            // A member removed while its stream was open learns it here.
+            self.check_not_removed(sender)?;
             if peer::is_keepalive(&wire) {
                 continue;
             }
@@ -124,6 +157,7 @@ impl Peer for PeerService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
         let sender = net::check_identity(request.metadata(), self.cluster_id)?;
+        self.check_not_removed(sender)?;
         let peer = format!("{sender:x}");
         let mut stream = request.into_inner();
         let first = self
