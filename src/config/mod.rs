@@ -32,6 +32,8 @@ pub enum ConfigError {
     AdvertiseRequired,
     #[error("{0} is not supported by concord yet")]
     Unsupported(String),
+    #[error("--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]")]
+    ElectionTimeout { election_ms: u64, heartbeat_ms: u64 },
 }
 
 /// How the daemon writes its logs.
@@ -485,6 +487,15 @@ impl Config {
                 why: "want new or existing".into(),
             });
         }
+        let heartbeat_ms: u64 = parse_num("heartbeat-interval", &get("heartbeat-interval"))?;
+        let election_ms: u64 = parse_num("election-timeout", &get("election-timeout"))?;
+        // etcd's rule (embed.Config.Validate), which also keeps both non-zero.
+        if heartbeat_ms == 0 || election_ms < 5 * heartbeat_ms {
+            return Err(ConfigError::ElectionTimeout {
+                election_ms,
+                heartbeat_ms,
+            });
+        }
         let ignored = set
             .iter()
             .filter(|(k, _)| !is_implemented(k))
@@ -507,8 +518,8 @@ impl Config {
             max_request_bytes: parse_num("max-request-bytes", &get("max-request-bytes"))?,
             max_txn_ops: parse_num("max-txn-ops", &get("max-txn-ops"))?,
             snapshot_count: parse_num("snapshot-count", &get("snapshot-count"))?,
-            heartbeat_interval_ms: parse_num("heartbeat-interval", &get("heartbeat-interval"))?,
-            election_timeout_ms: parse_num("election-timeout", &get("election-timeout"))?,
+            heartbeat_interval_ms: heartbeat_ms,
+            election_timeout_ms: election_ms,
             watch_progress_notify_interval: parse_duration(
                 "experimental-watch-progress-notify-interval",
                 &get("experimental-watch-progress-notify-interval"),
@@ -533,6 +544,25 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn election_timeout_must_be_five_heartbeats() {
+        let c = Config::from_args_env(
+            &args("--heartbeat-interval 50 --election-timeout 250"),
+            &no_env,
+        )
+        .expect("valid");
+        assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (50, 250));
+        for bad in [
+            "--heartbeat-interval 100 --election-timeout 400",
+            "--heartbeat-interval 0",
+        ] {
+            assert!(matches!(
+                Config::from_args_env(&args(bad), &no_env),
+                Err(ConfigError::ElectionTimeout { .. })
+            ));
+        }
     }
 
     #[test]
