@@ -75,43 +75,30 @@ fn bootstrap_of(cfg: &Config) -> Bootstrap {
 /// The gRPC router with every implemented etcd service.
 fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
     let recv = max_recv_bytes(cfg.max_request_bytes);
+    // etcd's limits on every service: requests up to max-request-bytes +
+    // 512 KiB, responses unbounded.
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX)
+        };
+    }
+    let m = || member.clone();
     tonic::transport::Server::builder()
         .max_concurrent_streams(Some(u32::MAX))
-        .add_service(
-            KvServer::new(KvService::new(member.clone(), cfg.max_txn_ops))
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            MaintenanceServer::new(MaintenanceService::new(member.clone()))
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            ClusterServer::new(ClusterService::new(member.clone()))
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService::new(member.clone()))
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            WatchServer::new(WatchService::new(member.clone()))
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            LockServer::new(LockService::new(member.clone()))
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            ElectionServer::new(ElectionService::new(member.clone()))
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX),
-        )
+        .add_service(limited!(KvServer::new(KvService::new(
+            m(),
+            cfg.max_txn_ops
+        ))))
+        .add_service(limited!(MaintenanceServer::new(MaintenanceService::new(
+            m()
+        ))))
+        .add_service(limited!(ClusterServer::new(ClusterService::new(m()))))
+        .add_service(limited!(LeaseServer::new(LeaseService::new(m()))))
+        .add_service(limited!(WatchServer::new(WatchService::new(m()))))
+        .add_service(limited!(LockServer::new(LockService::new(m()))))
+        .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
 }
 
 /// How often unsynced watchers are caught up while any exist (etcd: 100 ms).

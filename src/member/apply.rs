@@ -328,11 +328,7 @@ impl Member {
                 )?,
             )
         };
-        let mut m = self
-            .shared
-            .membership
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut m = self.shared.membership_mut();
         let local = m.local_id;
         for ch in &cc.changes {
             let id = ch.node_id;
@@ -379,11 +375,7 @@ impl Member {
         batch: &mut crate::storage::Batch,
         u: &crate::proto::etcdserverpb::MemberUpdateRequest,
     ) -> Applied {
-        let mut m = self
-            .shared
-            .membership
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut m = self.shared.membership_mut();
         let local = m.local_id;
         if let Some(x) = m.members.iter_mut().find(|x| x.id == u.id) {
             x.peer_ur_ls = u.peer_ur_ls.clone();
@@ -404,11 +396,7 @@ impl Member {
         batch: &mut crate::storage::Batch,
         a: &crate::proto::concordpb::MemberAttributes,
     ) {
-        let mut m = self
-            .shared
-            .membership
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut m = self.shared.membership_mut();
         if let Some(x) = m.members.iter_mut().find(|x| x.id == a.id) {
             x.name = a.name.clone();
             x.client_ur_ls = a.client_urls.clone();

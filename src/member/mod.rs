@@ -158,6 +158,10 @@ impl Shared {
         self.lessor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn membership_mut(&self) -> std::sync::RwLockWriteGuard<'_, Membership> {
+        self.membership.write().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn now(&self) -> Duration {
         self.clock.elapsed()
     }
