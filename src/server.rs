@@ -121,10 +121,10 @@ pub async fn run(
         ),
         election_timeout: std::time::Duration::from_millis(cfg.election_timeout_ms),
         heartbeat_interval: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
-        // Raft log entries kept behind the applied index. Until snapshots
-        // can be sent, a follower further behind cannot catch up, so keep
-        // as many as etcd applies between two snapshots.
-        log_retain_entries: cfg.snapshot_count.max(5000),
+        // Raft log entries kept behind the applied index for slow followers
+        // (etcd keeps 5000 after each snapshot); a follower further behind
+        // is sent a snapshot. A smaller --snapshot-count keeps fewer.
+        log_retain_entries: cfg.snapshot_count.clamp(1, 5000),
         request_timeout: std::time::Duration::from_millis(5000 + 2 * cfg.election_timeout_ms),
         ..MemberConfig::default()
     };

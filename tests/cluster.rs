@@ -256,3 +256,79 @@ async fn move_leader_and_membership_changes_with_etcdctl() {
     let list = c.members[survivor].ctl_ok(&["member", "list"]);
     assert_eq!(list.lines().count(), 2, "{list}");
 }
+
+#[tokio::test]
+async fn a_member_behind_the_log_catches_up_by_snapshot() {
+    // A small --snapshot-count keeps few log entries behind the applied index.
+    let mut c = Cluster::start(3, &["--snapshot-count", "20"]);
+    let (leader, _, _) = status(&c, 0).await;
+    let mut lagger = 0;
+    for i in 0..3 {
+        if status(&c, i).await.2 != leader {
+            lagger = i;
+        }
+    }
+    let writer = (0..3).find(|i| *i != lagger).expect("a writer");
+    c.members[lagger].kill9();
+    let mut client = c.members[writer].client().await;
+    for i in 0..200 {
+        client
+            .put(format!("s{i:03}"), "v", None)
+            .await
+            .expect("put");
+    }
+    let lease = client.lease_grant(600, None).await.expect("grant").id();
+    client
+        .put(
+            "leased",
+            "v",
+            Some(etcd_client::PutOptions::new().with_lease(lease)),
+        )
+        .await
+        .expect("put");
+    let rev = client
+        .get("leased", None)
+        .await
+        .expect("get")
+        .header()
+        .unwrap()
+        .revision();
+    c.members[lagger].spawn();
+    c.members[lagger].wait_for_log("installing a raft snapshot");
+    // Its own store (serializable reads) has everything, and the same hash.
+    let mut own = c.members[lagger].client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = own
+            .get(
+                "leased",
+                Some(etcd_client::GetOptions::new().with_serializable()),
+            )
+            .await
+            .expect("get");
+        if r.header().map(|h| h.revision()) >= Some(rev) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no catch-up");
+        tokio::task::yield_now().await;
+    }
+    let r = own
+        .get(
+            "s",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_serializable()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .expect("count");
+    assert_eq!(r.count(), 200);
+    let h_lagger = own.hash_kv(rev).await.expect("hashkv").hash();
+    let h_writer = client.hash_kv(rev).await.expect("hashkv").hash();
+    assert_eq!(h_lagger, h_writer);
+    // The lease came with the snapshot: its key is attached to it there.
+    let ttl = c.members[lagger].ctl_ok(&["lease", "timetolive", &format!("{lease:x}"), "--keys"]);
+    assert!(ttl.contains("attached keys([leased])"), "{ttl}");
+}

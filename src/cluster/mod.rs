@@ -17,7 +17,8 @@ use crate::proto::etcdserverpb::{Member, MemberListResponse};
 use crate::storage::{Batch, Partition, ReadView, StorageError};
 
 const META_CLUSTER_ID: &[u8] = b"cluster/id";
-const META_LOCAL_ID: &[u8] = b"cluster/local_member";
+/// This member's own ID: per member, never part of a raft snapshot.
+pub const META_LOCAL_ID: &[u8] = b"cluster/local_member";
 const META_MEMBERS: &[u8] = b"cluster/members";
 
 #[derive(Debug, thiserror::Error)]

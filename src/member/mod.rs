@@ -21,6 +21,7 @@
 //! retry after a failed fsync).
 
 pub mod apply;
+pub mod snapshot;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -511,6 +512,12 @@ impl Member {
             seed: cfg.raft_seed ^ membership.local_id,
             ..concord_raft::Config::new(membership.local_id)
         };
+        {
+            let backend = backend.clone();
+            raft_log.set_snapshotter(Arc::new(move |_index, to| {
+                snapshot::create(backend.as_ref(), to)
+            }));
+        }
         let mut node = RawNode::new(&raft_cfg, raft_log)?;
         if sole_voter {
             // Nobody to wait for: lead at once (etcd waits an election timeout).
@@ -719,10 +726,8 @@ impl Member {
             if let Some(ss) = rd.soft_state {
                 self.on_soft_state(ss);
             }
-            if rd.snapshot.is_some() {
-                return Err(MemberError::Storage(StorageError::Engine(
-                    "installing a raft snapshot is not supported yet".into(),
-                )));
+            if let Some(snap) = &rd.snapshot {
+                self.install_snapshot(snap).await?;
             }
             // 1. persist
             let mut b = Batch::new();
@@ -766,6 +771,58 @@ impl Member {
             // 5. advance
             self.node.advance(rd.number);
         }
+        Ok(())
+    }
+
+    /// Replaces the state machine with a leader's snapshot (one atomic
+    /// batch), then reloads everything held in memory from it.
+    async fn install_snapshot(&mut self, snap: &concord_raft::Snapshot) -> Result<(), MemberError> {
+        tracing::info!(
+            index = snap.meta.index,
+            term = snap.meta.term,
+            bytes = snap.data.len(),
+            "installing a raft snapshot"
+        );
+        let records = snapshot::decode(&snap.data)?;
+        let mut b = Batch::new();
+        snapshot::install(self.backend.as_ref(), &mut b, records)?;
+        self.node.storage_mut().apply_snapshot(&mut b, &snap.meta);
+        write_durable(&self.backend, b).await?;
+        self.shared.store.reload()?;
+        self.shared
+            .applied
+            .store(snap.meta.index, Ordering::Release);
+        let membership = Membership::load(self.backend.as_ref())?.ok_or_else(|| {
+            MemberError::Storage(StorageError::Engine("snapshot without membership".into()))
+        })?;
+        if let Some(t) = &self.transport {
+            let known = t.peers();
+            for m in &membership.members {
+                if m.id != membership.local_id && !known.contains(&m.id) {
+                    let _ = t.add_peer(m.id, m.peer_ur_ls.clone());
+                }
+            }
+            for id in known {
+                if !membership.members.iter().any(|m| m.id == id) {
+                    let _ = t.remove_member(id);
+                }
+            }
+        }
+        *self.shared.membership_mut() = membership;
+        {
+            let mut lessor = self.shared.lessor();
+            let primary = lessor.is_primary();
+            *lessor = Lessor::new(self.shared.cfg.lease_min_ttl_secs);
+            lessor.restore(
+                self.backend.as_ref(),
+                self.shared.store.take_restored_leases(),
+                self.shared.now(),
+            )?;
+            if primary {
+                lessor.promote(self.shared.cfg.election_timeout);
+            }
+        }
+        self.shared.watch.restored();
         Ok(())
     }
 

@@ -314,57 +314,84 @@ fn revs_at(
     }
 }
 
+/// What a store holds in memory, read from the backend: the state, a
+/// physical compaction to resume, and the live keys that have a lease.
+#[allow(clippy::type_complexity)]
+fn load(backend: &dyn Backend) -> Result<(State, Option<DiskCompaction>, Vec<(Vec<u8>, i64)>)> {
+    // As in etcd, an empty store is at revision 1: the first change
+    // creates revision 2.
+    let current_rev = meta_i64(backend, disk::META_REVISION)?.max(1);
+    let scheduled = meta_i64(backend, disk::META_COMPACT_SCHEDULED)?;
+    let finished = meta_i64(backend, disk::META_COMPACT_FINISHED)?;
+    let mut live_keys = Vec::new();
+    let mut leased = Vec::new();
+    let all = (Bound::Unbounded, Bound::Unbounded);
+    for item in backend.scan(Partition::KeyLive, all, false) {
+        let (k, v) = item?;
+        let live = LiveKey::decode(&v)?;
+        if live.modified.main > current_rev || live.version < 1 || live.created > live.modified {
+            return Err(MvccError::Corrupt(format!(
+                "live key {k:02x?}: {live:?} inconsistent at revision {current_rev}"
+            )));
+        }
+        if live.lease != 0 {
+            leased.push((k.clone(), live.lease));
+        }
+        live_keys.push((
+            k,
+            KeyIndex::restore(live.created, live.modified, live.version),
+        ));
+    }
+    let index = TreeIndex::from_sorted_live(live_keys);
+    let disk_compaction = (scheduled > finished).then_some(DiskCompaction {
+        target: scheduled,
+        cursor: None,
+    });
+    tracing::debug!(
+        current_rev,
+        compact_rev = scheduled,
+        live_keys = index.len(),
+        "mvcc store restored"
+    );
+    Ok((
+        State {
+            index,
+            current_rev,
+            compact_rev: scheduled,
+            floor: current_rev,
+        },
+        disk_compaction,
+        leased,
+    ))
+}
+
 impl Store {
     /// Opens the store over `backend`, rebuilding the index from the live-key
     /// summaries (never from history or values).
     pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
-        // As in etcd, an empty store is at revision 1: the first change
-        // creates revision 2.
-        let current_rev = meta_i64(backend.as_ref(), disk::META_REVISION)?.max(1);
-        let scheduled = meta_i64(backend.as_ref(), disk::META_COMPACT_SCHEDULED)?;
-        let finished = meta_i64(backend.as_ref(), disk::META_COMPACT_FINISHED)?;
-        let mut live_keys = Vec::new();
-        let mut leased = Vec::new();
-        let all = (Bound::Unbounded, Bound::Unbounded);
-        for item in backend.scan(Partition::KeyLive, all, false) {
-            let (k, v) = item?;
-            let live = LiveKey::decode(&v)?;
-            if live.modified.main > current_rev || live.version < 1 || live.created > live.modified
-            {
-                return Err(MvccError::Corrupt(format!(
-                    "live key {k:02x?}: {live:?} inconsistent at revision {current_rev}"
-                )));
-            }
-            if live.lease != 0 {
-                leased.push((k.clone(), live.lease));
-            }
-            live_keys.push((
-                k,
-                KeyIndex::restore(live.created, live.modified, live.version),
-            ));
-        }
-        let index = TreeIndex::from_sorted_live(live_keys);
-        let disk_compaction = (scheduled > finished).then_some(DiskCompaction {
-            target: scheduled,
-            cursor: None,
-        });
-        tracing::debug!(
-            current_rev,
-            compact_rev = scheduled,
-            live_keys = index.len(),
-            "mvcc store restored"
-        );
+        let (state, disk_compaction, leased) = load(backend.as_ref())?;
         Ok(Self {
             backend,
             restored_leases: Mutex::new(leased),
-            state: RwLock::new(State {
-                index,
-                current_rev,
-                compact_rev: scheduled,
-                floor: current_rev,
-            }),
+            state: RwLock::new(state),
             disk_compaction: Mutex::new(disk_compaction),
         })
+    }
+
+    /// Reloads everything from the backend after its contents were replaced
+    /// (a raft snapshot was installed): the index, revisions, compaction.
+    pub fn reload(&self) -> Result<()> {
+        let (state, disk_compaction, leased) = load(self.backend.as_ref())?;
+        *self.write() = state;
+        *self
+            .disk_compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = disk_compaction;
+        *self
+            .restored_leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = leased;
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {

@@ -387,6 +387,27 @@ impl WatchHub {
         }
     }
 
+    /// The store's contents were replaced (a raft snapshot): every watcher
+    /// is caught up again from the store (or cancelled as compacted), and
+    /// notifications continue from the store's revision.
+    pub fn restored(&self) {
+        {
+            let mut g = self.lock();
+            g.notified_rev = self.store.current_revision();
+            let synced: Vec<u64> = g
+                .watchers
+                .iter()
+                .filter(|(_, w)| w.synced)
+                .map(|(k, _)| *k)
+                .collect();
+            for wk in synced {
+                let rev = g.watchers[&wk].min_rev;
+                park(&mut g, wk, rev);
+            }
+        }
+        self.wake.notify_one();
+    }
+
     /// Marks `rev` as notified even though it changed nothing watchable
     /// (keeps progress answers current).
     pub fn advance_to(&self, rev: i64) {

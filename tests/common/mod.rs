@@ -157,6 +157,25 @@ impl Server {
         }
     }
 
+    /// Waits until the running process logs a line containing `what`
+    /// (lines read while waiting for readiness count too).
+    pub fn wait_for_log(&mut self, what: &str) -> String {
+        if let Some(l) = self.pending.iter().find(|l| l.contains(what)) {
+            return l.clone();
+        }
+        let rx = self.log_rx.as_ref().expect("launched");
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no log line containing {what:?} within 60 s"));
+            let found = line.contains(what);
+            self.pending.push(line.clone());
+            if found {
+                return line;
+            }
+        }
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
