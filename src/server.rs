@@ -16,6 +16,7 @@ use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::api::{max_recv_bytes, CLUSTER_VERSION};
 use crate::cluster::Bootstrap;
+use crate::cluster::Membership;
 use crate::config::Config;
 use crate::member::{Handle, Member, MemberConfig, MemberError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
@@ -23,11 +24,15 @@ use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::etcdserverpb::MemberListResponse;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
-use crate::transport::Transport;
+use crate::transport::{fetch_members, MembersFn, Transport};
+
+/// How long one peer may take to answer a joining member.
+const JOIN_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Peer messages waiting for the member (etcd's recvc is 4096).
 const PEER_MAILBOX_MESSAGES_MAX: usize = 4096;
@@ -69,7 +74,38 @@ fn bootstrap_of(cfg: &Config) -> Bootstrap {
             .iter()
             .map(|u| u.text.clone())
             .collect(),
+        existing: None,
     }
+}
+
+/// `--initial-cluster-state existing` on an empty data dir: asks the peers
+/// of `--initial-cluster` (other than this member) for the cluster's
+/// members, as etcd asks its peers' `/members`.
+async fn fetch_existing(cfg: &Config) -> Result<Membership, ServerError> {
+    let own: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(|u| u.text.clone())
+        .collect();
+    let peers = crate::cluster::parse_initial_cluster(&cfg.initial_cluster)
+        .map_err(|e| ServerError::Member(e.into()))?;
+    let mut errors = Vec::new();
+    for (_, urls) in peers {
+        for url in urls.iter().filter(|u| !own.contains(u)) {
+            match tokio::time::timeout(JOIN_FETCH_TIMEOUT, fetch_members(url)).await {
+                Ok(Ok(list)) => {
+                    let cluster_id = list.header.map_or(0, |h| h.cluster_id);
+                    return Membership::join(cluster_id, list.members, &cfg.name, &own)
+                        .map_err(|e| ServerError::Member(e.into()));
+                }
+                Ok(Err(e)) => errors.push(format!("{url}: {e}")),
+                Err(_) => errors.push(format!("{url}: timed out")),
+            }
+        }
+    }
+    Err(ServerError::Member(
+        crate::cluster::ClusterError::NoReachablePeer(errors.join("; ")).into(),
+    ))
 }
 
 /// The gRPC router with every implemented etcd service.
@@ -129,7 +165,15 @@ pub async fn run(
         ..MemberConfig::default()
     };
     let t1 = std::time::Instant::now();
-    let (member, handle) = Member::open(backend, &bootstrap_of(&cfg), member_cfg)?;
+    let mut bootstrap = bootstrap_of(&cfg);
+    if cfg.initial_cluster_state == "existing"
+        && Membership::load(backend.as_ref())
+            .map_err(|e| ServerError::Member(e.into()))?
+            .is_none()
+    {
+        bootstrap.existing = Some(fetch_existing(&cfg).await?);
+    }
+    let (member, handle) = Member::open(backend, &bootstrap, member_cfg)?;
     tracing::info!(
         took_ms = t1.elapsed().as_millis() as u64,
         live_keys = handle.store().live_keys(),
@@ -154,7 +198,14 @@ pub async fn run(
             .add_peer(m.id, m.peer_ur_ls.clone())
             .map_err(|e| ServerError::Serve(format!("peer {:x}: {e}", m.id)))?;
     }
-    let peer_server = transport.service(mailbox_tx.clone());
+    let members: MembersFn = {
+        let observer = handle.observer();
+        Arc::new(move || MemberListResponse {
+            header: Some(observer.header()),
+            members: observer.membership().members,
+        })
+    };
+    let peer_server = transport.service(mailbox_tx.clone(), members);
     let member = member.with_transport(transport, mailbox_rx);
     let mut member_task = tokio::spawn(member.run());
     let peer_listeners = bind_peer_listeners(&cfg, membership.members.len()).await?;

@@ -332,3 +332,158 @@ async fn a_member_behind_the_log_catches_up_by_snapshot() {
     let ttl = c.members[lagger].ctl_ok(&["lease", "timetolive", &format!("{lease:x}"), "--keys"]);
     assert!(ttl.contains("attached keys([leased])"), "{ttl}");
 }
+
+#[tokio::test]
+async fn member_add_then_start_with_existing_joins_and_a_learner_is_promoted() {
+    let c = Cluster::start(3, &["--snapshot-count", "20"]);
+    for i in 0..30 {
+        c.members[0].ctl_ok(&["put", &format!("j{i}"), "v"]);
+    }
+    // The etcd flow: member add prints the environment of the new member.
+    let mut joiner = common::Server::prepare(&[]);
+    let out = c.members[1].ctl_ok(&["member", "add", "m3", "--peer-urls", &joiner.peer_url()]);
+    let env = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=\"")))
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+            .to_string()
+    };
+    assert_eq!(env("ETCD_INITIAL_CLUSTER_STATE"), "existing");
+    joiner.extra_args = vec![
+        "--name".into(),
+        env("ETCD_NAME"),
+        "--initial-cluster".into(),
+        env("ETCD_INITIAL_CLUSTER"),
+        "--initial-advertise-peer-urls".into(),
+        env("ETCD_INITIAL_ADVERTISE_PEER_URLS"),
+        "--initial-cluster-state".into(),
+        "existing".into(),
+    ];
+    joiner.spawn(); // ready once it has published itself through raft
+    let list = c.members[0].ctl_ok(&["member", "list"]);
+    assert!(
+        list.contains(&format!(
+            ", started, m3, {}, {}, false",
+            joiner.peer_url(),
+            joiner.url()
+        )),
+        "{list}"
+    );
+    assert_eq!(joiner.ctl_ok(&["get", "j29", "--print-value-only"]), "v\n");
+    joiner.ctl_ok(&["put", "from-m3", "x"]);
+    assert_eq!(
+        c.members[2].ctl_ok(&["get", "from-m3", "--print-value-only"]),
+        "x\n"
+    );
+
+    // A learner joins the same way and is promoted once in sync.
+    let mut learner = common::Server::prepare(&[]);
+    let out = c.members[0].ctl_ok(&[
+        "member",
+        "add",
+        "m4",
+        "--peer-urls",
+        &learner.peer_url(),
+        "--learner",
+    ]);
+    let id = out.split_whitespace().nth(1).expect("id").to_string();
+    let initial = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ETCD_INITIAL_CLUSTER=\""))
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("initial cluster")
+        .to_string();
+    learner.extra_args = vec![
+        "--name".into(),
+        "m4".into(),
+        "--initial-cluster".into(),
+        initial,
+        "--initial-advertise-peer-urls".into(),
+        learner.peer_url(),
+        "--initial-cluster-state".into(),
+        "existing".into(),
+    ];
+    learner.spawn();
+    loop {
+        let o = c.members[0].ctl(&["member", "promote", &id]);
+        if o.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("in sync with leader"), "{err}");
+    }
+    let list = c.members[2].ctl_ok(&["member", "list"]);
+    assert!(
+        list.contains(&format!("{id}, started, m4,")) && list.contains(", false\n"),
+        "{list}"
+    );
+    assert!(!list.contains(", true"), "no learner left: {list}");
+}
+
+#[test]
+fn joining_without_a_reachable_cluster_fails_clearly() {
+    let dead = format!("http://127.0.0.1:{}", common::free_port());
+    let mut m = common::Server::prepare(&[]);
+    let o = std::process::Command::new(common::BIN)
+        .args([
+            "--data-dir",
+            m.data_dir.to_str().expect("path"),
+            "--listen-client-urls",
+            &m.url(),
+            "--advertise-client-urls",
+            &m.url(),
+            "--listen-peer-urls",
+            &m.peer_url(),
+            "--name",
+            "new",
+            "--initial-advertise-peer-urls",
+            &m.peer_url(),
+            "--initial-cluster",
+            &format!("old={dead},new={}", m.peer_url()),
+            "--initial-cluster-state",
+            "existing",
+        ])
+        .output()
+        .expect("run");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cannot fetch the cluster's members"), "{err}");
+    m.child = None;
+}
+
+#[tokio::test]
+async fn a_member_with_the_wrong_cluster_token_is_rejected() {
+    let mut members: Vec<common::Server> = (0..3).map(|_| common::Server::prepare(&[])).collect();
+    let initial: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("m{i}={}", m.peer_url()))
+        .collect();
+    let initial = initial.join(",");
+    for (i, m) in members.iter_mut().enumerate() {
+        let token = if i == 2 { "wrong-token" } else { "right-token" };
+        m.extra_args = vec![
+            "--name".into(),
+            format!("m{i}"),
+            "--initial-advertise-peer-urls".into(),
+            m.peer_url(),
+            "--initial-cluster".into(),
+            initial.clone(),
+            "--initial-cluster-token".into(),
+            token.into(),
+        ];
+        m.launch();
+    }
+    // The two members with the right token form the cluster (a quorum of 3).
+    members[0].wait_ready();
+    members[1].wait_ready();
+    members[0].ctl_ok(&["put", "k", "v"]);
+    assert_eq!(
+        members[1].ctl_ok(&["get", "k", "--print-value-only"]),
+        "v\n"
+    );
+    // The other one computed another cluster ID: both sides refuse it.
+    members[2].wait_for_log("peer rejected the stream");
+    members[0].wait_for_log("another cluster");
+}

@@ -40,6 +40,10 @@ pub enum ClusterError {
     ZeroId,
     #[error("member exists with identical ID {0:x}")]
     DuplicateId(u64),
+    #[error("the existing cluster has no member with peer URLs {advertised:?}: add it first (etcdctl member add)")]
+    NotAdded { advertised: Vec<String> },
+    #[error("cannot fetch the cluster's members from any peer in --initial-cluster ({0}); with --initial-cluster-state existing a member of the running cluster must answer")]
+    NoReachablePeer(String),
     #[error("corrupt membership record: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -98,6 +102,9 @@ pub struct Bootstrap {
     pub token: String,
     pub advertise_peer_urls: Vec<String>,
     pub advertise_client_urls: Vec<String>,
+    /// Joining an existing cluster: its membership as a member answered it
+    /// (`--initial-cluster-state existing`), instead of a new cluster.
+    pub existing: Option<Membership>,
 }
 
 /// The cluster as this member knows it.
@@ -158,6 +165,40 @@ impl Membership {
         let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
         Ok(Self {
             cluster_id: cluster_id(&ids),
+            local_id,
+            members,
+        })
+    }
+
+    /// Joining an existing cluster: its member list (as one of its members
+    /// answered), in which an earlier MemberAdd put this member, found by
+    /// its advertised peer URLs.
+    pub fn join(
+        cluster_id: u64,
+        members: Vec<Member>,
+        name: &str,
+        advertise_peer_urls: &[String],
+    ) -> Result<Self, ClusterError> {
+        let mut want = advertise_peer_urls.to_vec();
+        want.sort();
+        let mut members = members;
+        let local = members
+            .iter_mut()
+            .find(|m| {
+                let mut have = m.peer_ur_ls.clone();
+                have.sort();
+                have == want
+            })
+            .ok_or_else(|| ClusterError::NotAdded {
+                advertised: want.clone(),
+            })?;
+        if local.name.is_empty() {
+            local.name = name.to_string();
+        }
+        let local_id = local.id;
+        members.sort_by_key(|m| m.id);
+        Ok(Self {
+            cluster_id,
             local_id,
             members,
         })
@@ -231,6 +272,7 @@ mod tests {
         adv: &[&str],
     ) -> Result<Membership, ClusterError> {
         Membership::bootstrap(&Bootstrap {
+            existing: None,
             name: name.into(),
             initial_cluster: cluster.into(),
             token: token.into(),

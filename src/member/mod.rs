@@ -201,7 +201,43 @@ pub struct Handle {
     shared: Arc<Shared>,
 }
 
+/// Read-only access to a member's membership and progress that does not
+/// keep the member running (a [`Handle`] does: the member stops when every
+/// handle is gone).
+#[derive(Clone)]
+pub struct Observer {
+    shared: Arc<Shared>,
+}
+
+impl Observer {
+    pub fn membership(&self) -> Membership {
+        self.shared
+            .membership
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A response header as of now (cluster, member, revision, term).
+    pub fn header(&self) -> crate::proto::etcdserverpb::ResponseHeader {
+        let m = self.membership();
+        crate::proto::etcdserverpb::ResponseHeader {
+            cluster_id: m.cluster_id,
+            member_id: m.local_id,
+            revision: self.shared.store.current_revision(),
+            raft_term: self.shared.term.load(Ordering::Acquire),
+        }
+    }
+}
+
 impl Handle {
+    /// See [`Observer`].
+    pub fn observer(&self) -> Observer {
+        Observer {
+            shared: self.shared.clone(),
+        }
+    }
+
     pub fn store(&self) -> &Arc<Store> {
         &self.shared.store
     }
@@ -477,6 +513,20 @@ impl Member {
         let mut raft_log = RaftLog::open(backend.clone())?;
         let membership = match Membership::load(backend.as_ref())? {
             Some(m) => m,
+            None if bootstrap.existing.is_some() => {
+                // Joining: the leader sends a snapshot with the configuration.
+                let m = bootstrap.existing.clone().expect("checked");
+                let mut b = Batch::new();
+                m.save(&mut b);
+                backend.write(b)?;
+                backend.persist()?;
+                tracing::info!(
+                    member_id = format!("{:x}", m.local_id),
+                    cluster_id = format!("{:x}", m.cluster_id),
+                    "joining an existing cluster"
+                );
+                m
+            }
             None => {
                 let m = Membership::bootstrap(bootstrap)?;
                 let mut b = Batch::new();

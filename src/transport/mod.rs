@@ -61,8 +61,9 @@ use tokio::sync::{mpsc, watch};
 use crate::raft::{Message, MessageKind};
 
 pub use codec::{decode, encode, CodecError};
+pub use net::fetch_members;
 pub use net::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
-pub use server::{peer_service, PeerGrpcServer, PeerService};
+pub use server::{peer_service, MembersFn, PeerGrpcServer, PeerService};
 pub use snapshot::SnapshotError;
 
 /// Messages waiting for one peer's stream; more are dropped (etcd: 4096).
@@ -188,12 +189,14 @@ impl Transport {
 
     /// The peer server for this member's peer listener: like
     /// [`peer_service`], and it refuses members this transport removed.
-    pub fn service(&self, inbound: mpsc::Sender<Inbound>) -> PeerGrpcServer {
+    /// `members` answers the `Members` RPC (for members joining).
+    pub fn service(&self, inbound: mpsc::Sender<Inbound>, members: MembersFn) -> PeerGrpcServer {
         server::peer_service_with_removed(
             self.inner.local_id,
             self.inner.cluster_id,
             inbound,
             self.inner.removed.clone(),
+            members,
         )
     }
 

@@ -117,6 +117,20 @@ pub(crate) fn check_identity(md: &MetadataMap, cluster_id: u64) -> Result<u64, S
     Ok(member)
 }
 
+/// Asks the member at peer URL `url` for its cluster's members (joining a
+/// cluster with --initial-cluster-state existing).
+pub async fn fetch_members(
+    url: &str,
+) -> Result<crate::proto::etcdserverpb::MemberListResponse, String> {
+    check_url(url).map_err(|e| e.to_string())?;
+    let mut client = connect(url).await.map_err(|e| error_chain(&e))?;
+    client
+        .members(crate::proto::concordpb::MembersRequest {})
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

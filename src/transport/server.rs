@@ -18,17 +18,22 @@ use tonic::{Request, Response, Status, Streaming};
 use super::snapshot::{Reassembly, SnapshotError};
 use super::{codec, net, peer, Inbound, MESSAGE_BYTES_MAX, REMOVED_MESSAGE};
 use crate::proto::concordpb::peer_server::{Peer, PeerServer};
-use crate::proto::concordpb::{RaftMessage, SnapshotAck, SnapshotChunk, StreamAck};
+use crate::proto::concordpb::{MembersRequest, RaftMessage, SnapshotAck, SnapshotChunk, StreamAck};
+use crate::proto::etcdserverpb::MemberListResponse;
 use crate::raft::Message;
 
 /// The `Peer` service of member `local_id` in cluster `cluster_id`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerService {
     local_id: u64,
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
     removed: Arc<Mutex<BTreeSet<u64>>>,
+    members: MembersFn,
 }
+
+/// What the `Members` RPC answers (the member's current membership).
+pub type MembersFn = Arc<dyn Fn() -> MemberListResponse + Send + Sync>;
 
 /// The server type of [`peer_service`] (madsim-tonic's generated server
 /// carries an interceptor parameter).
@@ -46,7 +51,8 @@ pub fn peer_service(
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
 ) -> PeerGrpcServer {
-    peer_service_with_removed(local_id, cluster_id, inbound, Arc::default())
+    let members: MembersFn = Arc::new(MemberListResponse::default);
+    peer_service_with_removed(local_id, cluster_id, inbound, Arc::default(), members)
 }
 
 /// [`peer_service`] that refuses the members in `removed` with
@@ -56,6 +62,7 @@ pub(crate) fn peer_service_with_removed(
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
     removed: Arc<Mutex<BTreeSet<u64>>>,
+    members: MembersFn,
 ) -> PeerGrpcServer {
     assert!(local_id != 0, "member ID 0 is raft's 'none'");
     PeerServer::new(PeerService {
@@ -63,6 +70,7 @@ pub(crate) fn peer_service_with_removed(
         cluster_id,
         inbound,
         removed,
+        members,
     })
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX)
@@ -127,6 +135,13 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    async fn members(
+        &self,
+        _request: Request<MembersRequest>,
+    ) -> Result<Response<MemberListResponse>, Status> {
+        Ok(Response::new((self.members)()))
+    }
+
     async fn stream(
         &self,
         request: Request<Streaming<RaftMessage>>,
