@@ -43,12 +43,14 @@ use crate::storage::{Backend, Batch, Partition, StorageError};
 use crate::transport::{Inbound, Transport};
 use crate::watch::WatchHub;
 use concord_raft::{
-    ConfChange, ConfChangeSingle, ConfState, RawNode, Role, SnapshotStatus, SoftState,
+    ConfChange, ConfChangeSingle, ConfState, MessageKind, RawNode, Role, SnapshotStatus, SoftState,
 };
 
 pub use apply::Applied;
 
 pub const META_APPLIED_INDEX: &[u8] = b"member/applied_index";
+/// A ReadIndex unanswered for this long is asked again (etcd: 500 ms).
+const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 /// Most expired leases revoked per lease tick (etcd: 500 per 500 ms).
 const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
 /// Most lease checkpoints in one proposal (etcd: 1000).
@@ -475,7 +477,7 @@ pub struct Member {
     queued_reads: Vec<ReadReply>,
     next_read_ctx: u64,
     /// Reads waiting for raft's read state, by context.
-    pending_reads: HashMap<u64, Vec<ReadReply>>,
+    pending_reads: HashMap<u64, (tokio::time::Instant, Vec<ReadReply>)>,
     /// Reads waiting for the applied index to reach their read index.
     read_waiters: BTreeMap<u64, Vec<ReadReply>>,
     /// MoveLeader requests waiting for their target to lead.
@@ -660,7 +662,10 @@ impl Member {
             let compaction = self.compaction_pending();
             tokio::select! {
                 biased;
-                _ = tick.tick() => self.node.tick(),
+                _ = tick.tick() => {
+                    self.node.tick();
+                    self.retry_stale_reads();
+                }
                 input = self.rx.recv() => match input {
                     Some(i) => {
                         self.handle_input(i);
@@ -756,6 +761,25 @@ impl Member {
         }
     }
 
+    /// ReadIndex requests are not retried by raft: a request or its answer
+    /// lost between members (a dropped message, a leader change) would leave
+    /// its reads waiting. Those unanswered for READ_INDEX_RETRY are asked
+    /// again under a new context (etcd retries the same way).
+    fn retry_stale_reads(&mut self) {
+        let now = tokio::time::Instant::now();
+        let stale: Vec<u64> = self
+            .pending_reads
+            .iter()
+            .filter(|(_, (at, _))| now.duration_since(*at) >= READ_INDEX_RETRY)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in stale {
+            if let Some((_, readers)) = self.pending_reads.remove(&ctx) {
+                self.queued_reads.extend(readers);
+            }
+        }
+    }
+
     /// One ReadIndex for every read that arrived since the last one (etcd
     /// batches reads the same way).
     fn issue_read_index(&mut self) {
@@ -765,8 +789,13 @@ impl Member {
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
         self.node.read_index(ctx.to_be_bytes().to_vec());
-        self.pending_reads
-            .insert(ctx, std::mem::take(&mut self.queued_reads));
+        self.pending_reads.insert(
+            ctx,
+            (
+                tokio::time::Instant::now(),
+                std::mem::take(&mut self.queued_reads),
+            ),
+        );
     }
 
     /// Handles every Ready raft has, in the safe order.
@@ -778,6 +807,18 @@ impl Member {
             }
             if let Some(snap) = &rd.snapshot {
                 self.install_snapshot(snap).await?;
+            }
+            // A leader's appends and heartbeats may leave before its own
+            // write (raft thesis 10.2.1): followers acknowledge only what
+            // they persisted, and those acknowledgements are handled after
+            // this Ready, so nothing is committed (let alone answered)
+            // before this member's own fsync below has finished.
+            let (early, late): (Vec<_>, Vec<_>) = rd.messages.into_iter().partition(|m| {
+                self.node.role() == Role::Leader
+                    && matches!(m.kind, MessageKind::MsgApp | MessageKind::MsgHeartbeat)
+            });
+            if let Some(t) = &self.transport {
+                t.send(early);
             }
             // 1. persist
             let mut b = Batch::new();
@@ -792,9 +833,9 @@ impl Member {
             } else if !b.is_empty() {
                 self.backend.write(b)?;
             }
-            // 2. send
+            // 2. send (votes and acknowledgements only after the fsync)
             if let Some(t) = &self.transport {
-                t.send(rd.messages);
+                t.send(late);
             }
             // 3. apply, 4. answer
             let committed: Vec<LogEntry> = rd
@@ -810,7 +851,7 @@ impl Member {
                     .try_into()
                     .map(u64::from_be_bytes)
                     .unwrap_or(0);
-                if let Some(readers) = self.pending_reads.remove(&ctx) {
+                if let Some((_, readers)) = self.pending_reads.remove(&ctx) {
                     self.read_waiters
                         .entry(rs.index)
                         .or_default()
@@ -912,7 +953,7 @@ impl Member {
         drop(lessor);
         if ss.role != Role::Leader && ss.leader_id == 0 {
             // Reads waiting for a leader's confirmation will not get it.
-            for (_, readers) in self.pending_reads.drain() {
+            for (_, (_, readers)) in self.pending_reads.drain() {
                 for r in readers {
                     let _ = r.send(Err(MemberError::NoLeader));
                 }
