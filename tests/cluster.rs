@@ -487,3 +487,42 @@ async fn a_member_with_the_wrong_cluster_token_is_rejected() {
     members[2].wait_for_log("peer rejected the stream");
     members[0].wait_for_log("another cluster");
 }
+
+#[tokio::test]
+async fn leases_work_through_followers() {
+    let c = Cluster::start(3, &[]);
+    let (leader, _, _) = status(&c, 0).await;
+    let mut followers = Vec::new();
+    for i in 0..3 {
+        if status(&c, i).await.2 != leader {
+            followers.push(i);
+        }
+    }
+    let (f1, f2) = (followers[0], followers[1]);
+    let granted = c.members[f1].ctl_ok(&["lease", "grant", "300"]);
+    let id = granted.split_whitespace().nth(1).expect("id").to_string();
+    c.members[f2].ctl_ok(&["put", "--lease", &id, "lk", "v"]);
+    // A keep-alive on a follower is renewed by the leader.
+    let ka = c.members[f1].ctl_ok(&["lease", "keep-alive", "--once", &id]);
+    assert_eq!(ka.trim(), format!("lease {id} keepalived with TTL(300)"));
+    let ttl = c.members[f2].ctl_ok(&["lease", "timetolive", &id, "--keys"]);
+    assert!(ttl.contains("attached keys([lk])"), "{ttl}");
+    // A short lease expires on the leader's clock; every member sees it.
+    let short = c.members[f2].ctl_ok(&["lease", "grant", "2"]);
+    let sid = short.split_whitespace().nth(1).expect("id").to_string();
+    c.members[f1].ctl_ok(&["put", "--lease", &sid, "gone", "v"]);
+    let rev = {
+        let mut client = c.members[f1].client().await;
+        client.get("gone", None).await.expect("get").kvs()[0].mod_revision()
+    };
+    let w = c.members[f2].ctl_spawn(&["watch", "gone", "--rev", &(rev + 1).to_string()]);
+    assert_eq!(w.lines(3), ["DELETE", "gone", ""]);
+    for m in &c.members {
+        assert_eq!(m.ctl_ok(&["get", "gone"]), "");
+    }
+    assert_eq!(
+        c.members[f2].ctl_ok(&["lease", "revoke", &id]).trim(),
+        format!("lease {id} revoked")
+    );
+    assert_eq!(c.members[f1].ctl_ok(&["get", "lk"]), "");
+}

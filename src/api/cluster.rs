@@ -35,30 +35,10 @@ impl ClusterService {
         header_at(&self.member, self.member.store().current_revision())
     }
 
-    /// Sends a promote to the leader's client URL (etcd forwards it over
-    /// its peer API; the leader's answer is the same).
-    async fn forward_promote(
-        &self,
-        leader: u64,
-        id: u64,
-    ) -> Result<Response<MemberPromoteResponse>, Status> {
-        let urls = self
-            .member
-            .membership()
-            .members
-            .into_iter()
-            .find(|m| m.id == leader && leader != 0)
-            .map(|m| m.client_ur_ls)
-            .unwrap_or_default();
-        let Some(url) = urls.first() else {
-            return Err(super::error::NO_LEADER.status());
-        };
-        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|_| super::error::NO_LEADER.status())?;
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|_| super::error::NO_LEADER.status())?;
+    /// Sends a promote to the leader (etcd forwards it over its peer API;
+    /// the leader's answer is the same).
+    async fn forward_promote(&self, id: u64) -> Result<Response<MemberPromoteResponse>, Status> {
+        let channel = super::leader_channel(&self.member).await?;
         let mut client = crate::proto::etcdserverpb::cluster_client::ClusterClient::new(channel);
         client.member_promote(MemberPromoteRequest { id }).await
     }
@@ -211,7 +191,7 @@ impl Cluster for ClusterService {
         // leader's; only the leader knows, so a follower forwards.
         let st = self.member.raft_status().await?;
         if st.role != Role::Leader {
-            return self.forward_promote(st.leader_id, id).await;
+            return self.forward_promote(id).await;
         }
         if let Some(progress) = &st.progress {
             let leader = progress.get(&st.id).map_or(0, |p| p.matched);

@@ -27,6 +27,20 @@ impl LeaseService {
     }
 }
 
+/// A keep-alive sent on to the leader; returns the TTL it answered.
+async fn forward_keep_alive(member: &Handle, id: i64) -> Result<i64, Status> {
+    let channel = super::leader_channel(member).await?;
+    let mut client = crate::proto::etcdserverpb::lease_client::LeaseClient::new(channel);
+    let mut answers = client
+        .lease_keep_alive(futures::stream::iter([LeaseKeepAliveRequest { id }]))
+        .await?
+        .into_inner();
+    match answers.next().await {
+        Some(r) => Ok(r?.ttl),
+        None => Err(super::error::NO_LEADER.status()),
+    }
+}
+
 fn unexpected(what: &str, got: &Applied) -> Status {
     tracing::error!(?got, "applier answered a {what} with another response");
     Status::internal(format!("etcdserver: unexpected apply result for {what}"))
@@ -81,21 +95,25 @@ impl Lease for LeaseService {
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let member = self.member.clone();
-        let out = request.into_inner().map(move |req| {
-            let req = req?;
-            // Unknown or expired: TTL 0, and the stream goes on (etcd).
-            let ttl = match member.lease_renew(req.id) {
-                Ok(ttl) => ttl,
-                Err(crate::lease::LeaseError::NotPrimary) => {
-                    return Err(super::error::NOT_LEADER.status())
-                }
-                Err(_) => 0,
-            };
-            Ok(LeaseKeepAliveResponse {
-                header: header_at(&member, 0),
-                id: req.id,
-                ttl,
-            })
+        let out = request.into_inner().then(move |req| {
+            let member = member.clone();
+            async move {
+                let req = req?;
+                // Unknown or expired: TTL 0, and the stream goes on (etcd).
+                let ttl = match member.lease_renew(req.id) {
+                    Ok(ttl) => ttl,
+                    // Only the leader renews: a follower forwards.
+                    Err(crate::lease::LeaseError::NotPrimary) => {
+                        forward_keep_alive(&member, req.id).await?
+                    }
+                    Err(_) => 0,
+                };
+                Ok(LeaseKeepAliveResponse {
+                    header: header_at(&member, 0),
+                    id: req.id,
+                    ttl,
+                })
+            }
         });
         Ok(Response::new(Box::pin(out)))
     }

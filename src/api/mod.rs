@@ -47,3 +47,21 @@ pub fn header_at(member: &Handle, revision: i64) -> Option<ResponseHeader> {
 pub fn max_recv_bytes(max_request_bytes: usize) -> usize {
     max_request_bytes + 512 * 1024
 }
+
+/// A connection to the current leader's client URL, for the requests only
+/// the leader can answer (etcd forwards them over its peer API).
+pub async fn leader_channel(member: &Handle) -> Result<tonic::transport::Channel, tonic::Status> {
+    let leader = member.progress().leader;
+    let url = member
+        .membership()
+        .members
+        .into_iter()
+        .find(|m| m.id == leader && leader != 0)
+        .and_then(|m| m.client_ur_ls.into_iter().next())
+        .ok_or_else(|| error::NO_LEADER.status())?;
+    tonic::transport::Endpoint::from_shared(url)
+        .map_err(|_| error::NO_LEADER.status())?
+        .connect()
+        .await
+        .map_err(|_| error::NO_LEADER.status())
+}
