@@ -8,6 +8,7 @@ pub mod config;
 pub mod lease;
 pub mod member;
 pub mod mvcc;
+pub mod node;
 pub mod proto;
 /// The raft core lives in its own crate (`src/raft`) so it builds fast alone.
 pub use concord_raft as raft;

@@ -7,35 +7,17 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
 
-use crate::api::cluster::ClusterService;
-use crate::api::election::ElectionService;
-use crate::api::kv::KvService;
-use crate::api::lease::LeaseService;
-use crate::api::lock::LockService;
-use crate::api::maintenance::MaintenanceService;
-use crate::api::watch::WatchService;
-use crate::api::{max_recv_bytes, CLUSTER_VERSION};
-use crate::cluster::Bootstrap;
+use crate::api::CLUSTER_VERSION;
 use crate::cluster::Membership;
 use crate::config::Config;
-use crate::member::{Handle, Member, MemberConfig, MemberError};
-use crate::proto::etcdserverpb::cluster_server::ClusterServer;
-use crate::proto::etcdserverpb::kv_server::KvServer;
-use crate::proto::etcdserverpb::lease_server::LeaseServer;
-use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::proto::etcdserverpb::watch_server::WatchServer;
-use crate::proto::etcdserverpb::MemberListResponse;
-use crate::proto::v3electionpb::election_server::ElectionServer;
-use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::member::{Handle, Member, MemberError};
+use crate::node;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
-use crate::transport::{fetch_members, MembersFn, Transport};
+use crate::transport::fetch_members;
 
 /// How long one peer may take to answer a joining member.
 const JOIN_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Peer messages waiting for the member (etcd's recvc is 4096).
-const PEER_MAILBOX_MESSAGES_MAX: usize = 4096;
 
 /// How long in-flight client requests may take after a stop signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -57,25 +39,6 @@ pub enum ServerError {
     Scheme(String),
     #[error("gRPC server failed: {0}")]
     Serve(String),
-}
-
-fn bootstrap_of(cfg: &Config) -> Bootstrap {
-    Bootstrap {
-        name: cfg.name.clone(),
-        initial_cluster: cfg.initial_cluster.clone(),
-        token: cfg.initial_cluster_token.clone(),
-        advertise_peer_urls: cfg
-            .initial_advertise_peer_urls
-            .iter()
-            .map(|u| u.text.clone())
-            .collect(),
-        advertise_client_urls: cfg
-            .advertise_client_urls
-            .iter()
-            .map(|u| u.text.clone())
-            .collect(),
-        existing: None,
-    }
 }
 
 /// `--initial-cluster-state existing` on an empty data dir: asks the peers
@@ -108,38 +71,6 @@ async fn fetch_existing(cfg: &Config) -> Result<Membership, ServerError> {
     ))
 }
 
-/// The gRPC router with every implemented etcd service.
-fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
-    let recv = max_recv_bytes(cfg.max_request_bytes);
-    // etcd's limits on every service: requests up to max-request-bytes +
-    // 512 KiB, responses unbounded.
-    macro_rules! limited {
-        ($server:expr) => {
-            $server
-                .max_decoding_message_size(recv)
-                .max_encoding_message_size(usize::MAX)
-        };
-    }
-    let m = || member.clone();
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(u32::MAX))
-        .add_service(limited!(KvServer::new(KvService::new(
-            m(),
-            cfg.max_txn_ops
-        ))))
-        .add_service(limited!(MaintenanceServer::new(MaintenanceService::new(
-            m()
-        ))))
-        .add_service(limited!(ClusterServer::new(ClusterService::new(m()))))
-        .add_service(limited!(LeaseServer::new(LeaseService::new(m()))))
-        .add_service(limited!(WatchServer::new(WatchService::new(m()))))
-        .add_service(limited!(LockServer::new(LockService::new(m()))))
-        .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
-}
-
-/// How often unsynced watchers are caught up while any exist (etcd: 100 ms).
-const WATCH_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// Runs a member with its client listeners until `shutdown` resolves (or the
 /// member fails), then stops accepting, lets the member finish and persists.
 pub async fn run(
@@ -149,23 +80,9 @@ pub async fn run(
     let t0 = std::time::Instant::now();
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
-    let member_cfg = MemberConfig {
-        max_request_bytes: cfg.max_request_bytes,
-        lease_min_ttl_secs: crate::lease::Lessor::min_ttl_secs(
-            cfg.heartbeat_interval_ms,
-            cfg.election_timeout_ms,
-        ),
-        election_timeout: std::time::Duration::from_millis(cfg.election_timeout_ms),
-        heartbeat_interval: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
-        // Raft log entries kept behind the applied index for slow followers
-        // (etcd keeps 5000 after each snapshot); a follower further behind
-        // is sent a snapshot. A smaller --snapshot-count keeps fewer.
-        log_retain_entries: cfg.snapshot_count.clamp(1, 5000),
-        request_timeout: std::time::Duration::from_millis(5000 + 2 * cfg.election_timeout_ms),
-        ..MemberConfig::default()
-    };
+    let member_cfg = node::member_config(&cfg);
     let t1 = std::time::Instant::now();
-    let mut bootstrap = bootstrap_of(&cfg);
+    let mut bootstrap = node::bootstrap_of(&cfg);
     if cfg.initial_cluster_state == "existing"
         && Membership::load(backend.as_ref())
             .map_err(|e| ServerError::Member(e.into()))?
@@ -180,41 +97,15 @@ pub async fn run(
         revision = handle.store().current_revision(),
         "member restored"
     );
-    // Peers: raft messages out through the transport, in through the peer
-    // service; both feed one mailbox of the member.
     let membership = handle.membership();
-    let (mailbox_tx, mailbox_rx) = tokio::sync::mpsc::channel(PEER_MAILBOX_MESSAGES_MAX);
-    let transport = Transport::new(
-        membership.local_id,
-        membership.cluster_id,
-        mailbox_tx.clone(),
-    );
-    for m in membership
-        .members
-        .iter()
-        .filter(|m| m.id != membership.local_id)
-    {
-        transport
-            .add_peer(m.id, m.peer_ur_ls.clone())
-            .map_err(|e| ServerError::Serve(format!("peer {:x}: {e}", m.id)))?;
-    }
-    let members: MembersFn = {
-        let observer = handle.observer();
-        Arc::new(move || MemberListResponse {
-            header: Some(observer.header()),
-            members: observer.membership().members,
-        })
-    };
-    let peer_server = transport.service(mailbox_tx.clone(), members);
-    let member = member.with_transport(transport, mailbox_rx);
+    let (member, peer_server) = node::connect_peers(member, &handle)
+        .map_err(|e| ServerError::Serve(format!("peers: {e}")))?;
     let mut member_task = tokio::spawn(member.run());
     let peer_listeners = bind_peer_listeners(&cfg, membership.members.len()).await?;
-    let watch_sync = tokio::spawn(
-        handle
-            .watch_hub()
-            .clone()
-            .run_sync(WATCH_SYNC_INTERVAL, cfg.watch_progress_notify_interval),
-    );
+    let watch_sync = tokio::spawn(handle.watch_hub().clone().run_sync(
+        node::WATCH_SYNC_INTERVAL,
+        cfg.watch_progress_notify_interval,
+    ));
 
     let mut listeners = Vec::new();
     for url in &cfg.listen_client_urls {
@@ -240,9 +131,10 @@ pub async fn run(
             s
         });
         let mut stop = stop_rx.clone();
-        let serve = router(&handle, &cfg).serve_with_incoming_shutdown(incoming, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        });
+        let serve =
+            node::router(&handle, &cfg).serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
         tracing::info!(address = %url.bind_addr(), "serving insecure client requests on {}, this is strongly discouraged!", url.bind_addr());
         servers.push(tokio::spawn(serve));
     }
@@ -263,7 +155,6 @@ pub async fn run(
         tracing::info!(address = %url.bind_addr(), "listening for peers on {}", url.text);
         servers.push(tokio::spawn(serve));
     }
-    drop(mailbox_tx);
 
     // etcd's readiness lines come once this member's attributes are
     // published through raft (which needs a leader).

@@ -43,6 +43,8 @@ impl Subject for Fjall {
     }
 }
 
+// Under madsim only the in-memory backend is a subject.
+#[cfg_attr(madsim, allow(unused_mut))]
 fn subjects() -> Vec<(&'static str, Box<dyn Subject>)> {
     let mut v: Vec<(&'static str, Box<dyn Subject>)> =
         vec![("mem", Box::new(Mem(Arc::new(MemBackend::new()))))];

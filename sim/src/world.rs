@@ -1,0 +1,184 @@
+//! A world of members on simulated nodes and a client node, with the
+//! faults the simulations inject: kill (with crash of unpersisted storage),
+//! restart, and network partitions.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use concord::config::Config;
+use concord::member::Member;
+use concord::node;
+use concord::proto::etcdserverpb::kv_client::KvClient;
+use concord::proto::etcdserverpb::maintenance_client::MaintenanceClient;
+use concord::proto::etcdserverpb::StatusRequest;
+use concord::storage::mem::MemBackend;
+use concord::storage::Backend;
+use tokio::madsim::net::NetSim;
+use tokio::madsim::runtime::{Handle, NodeHandle};
+use tonic::transport::Channel;
+
+pub const CLIENT_PORT: u16 = 2379;
+pub const PEER_PORT: u16 = 2380;
+
+pub fn member_ip(i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, i as u8 + 1))
+}
+
+pub fn client_url(i: usize) -> String {
+    format!("http://{}:{CLIENT_PORT}", member_ip(i))
+}
+
+fn peer_url(i: usize) -> String {
+    format!("http://{}:{PEER_PORT}", member_ip(i))
+}
+
+/// etcd's flags for member `i` of `n`.
+pub fn member_args(i: usize, n: usize) -> Vec<String> {
+    let initial: Vec<String> = (0..n).map(|j| format!("m{j}={}", peer_url(j))).collect();
+    [
+        "--name",
+        &format!("m{i}"),
+        "--listen-client-urls",
+        &client_url(i),
+        "--advertise-client-urls",
+        &client_url(i),
+        "--listen-peer-urls",
+        &peer_url(i),
+        "--initial-advertise-peer-urls",
+        &peer_url(i),
+        "--initial-cluster",
+        &initial.join(","),
+        "--initial-cluster-token",
+        "sim",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// Runs one member until its node is killed: the daemon's wiring
+/// (`concord::node`) on the in-memory backend and simulated sockets.
+async fn run_member(args: Vec<String>, backend: Arc<MemBackend>) {
+    let cfg = Config::from_args_env(&args, &|_| None).expect("member flags");
+    let backend: Arc<dyn Backend> = backend;
+    let (member, handle) = Member::open(
+        backend,
+        &node::bootstrap_of(&cfg),
+        node::member_config(&cfg),
+    )
+    .expect("member opens");
+    let (member, peer_server) = node::connect_peers(member, &handle).expect("peers");
+    tokio::spawn(async move {
+        if let Err(e) = member.run().await {
+            tracing::error!(error = %e, "member stopped");
+        }
+    });
+    tokio::spawn(handle.watch_hub().clone().run_sync(
+        node::WATCH_SYNC_INTERVAL,
+        cfg.watch_progress_notify_interval,
+    ));
+    let any = |port| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(peer_server)
+            .serve(any(PEER_PORT)),
+    );
+    tokio::spawn(node::router(&handle, &cfg).serve(any(CLIENT_PORT)));
+    let urls = cfg
+        .advertise_client_urls
+        .iter()
+        .map(|u| u.text.clone())
+        .collect();
+    if let Err(e) = handle.publish(&cfg.name, urls).await {
+        tracing::warn!(error = %e, "publish failed");
+    }
+    // Keep the member (its handle) alive until the node is killed.
+    std::future::pending::<()>().await;
+}
+
+pub struct World {
+    pub handle: Handle,
+    pub members: Vec<NodeHandle>,
+    /// Each member's storage; it outlives the member's node (a crash loses
+    /// only what was not persisted).
+    pub backends: Vec<Arc<MemBackend>>,
+    pub client: NodeHandle,
+}
+
+impl World {
+    /// `n` members, started at once, and a client node.
+    pub fn start(n: usize) -> World {
+        // Logs to the test output, filtered by RUST_LOG (e.g. concord=debug).
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .try_init();
+        let handle = Handle::current();
+        let backends: Vec<Arc<MemBackend>> = (0..n).map(|_| Arc::new(MemBackend::new())).collect();
+        let members = (0..n)
+            .map(|i| {
+                let backend = backends[i].clone();
+                handle
+                    .create_node()
+                    .name(format!("m{i}"))
+                    .ip(member_ip(i))
+                    .init(move || run_member(member_args(i, n), backend.clone()))
+                    .build()
+            })
+            .collect();
+        let client = handle
+            .create_node()
+            .name("client")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)))
+            .build();
+        World {
+            handle,
+            members,
+            backends,
+            client,
+        }
+    }
+
+    /// kill -9: the node stops and its storage loses what was not persisted.
+    pub fn crash(&self, i: usize) {
+        self.handle.kill(self.members[i].id());
+        self.backends[i].crash();
+    }
+
+    pub fn restart(&self, i: usize) {
+        self.handle.restart(self.members[i].id());
+    }
+
+    /// Cuts member `i` off the network (both directions).
+    pub fn isolate(&self, i: usize) {
+        NetSim::current().clog_node(self.members[i].id());
+    }
+
+    pub fn heal(&self, i: usize) {
+        NetSim::current().unclog_node(self.members[i].id());
+    }
+}
+
+async fn channel(i: usize) -> Option<Channel> {
+    tonic::transport::Endpoint::from_shared(client_url(i))
+        .ok()?
+        .connect()
+        .await
+        .ok()
+}
+
+pub async fn kv(i: usize) -> Option<KvClient<Channel>> {
+    channel(i).await.map(KvClient::new)
+}
+
+/// (leader, term, member id) as member `i` reports them.
+pub async fn status(i: usize) -> Option<(u64, u64, u64)> {
+    let mut c = MaintenanceClient::new(channel(i).await?);
+    let s = tokio::time::timeout(Duration::from_secs(2), c.status(StatusRequest {}))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    Some((s.leader, s.raft_term, s.header.map_or(0, |h| h.member_id)))
+}

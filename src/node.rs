@@ -1,0 +1,132 @@
+//! node: assembles one member from a [`Config`]: its configuration, its
+//! client gRPC router, its peer transport and peer service. Shared by the
+//! daemon (`server`, real sockets and fjall) and the simulator (madsim
+//! nodes and the in-memory backend), so both run the same wiring.
+
+use std::sync::Arc;
+
+use crate::api::cluster::ClusterService;
+use crate::api::election::ElectionService;
+use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
+use crate::api::maintenance::MaintenanceService;
+use crate::api::max_recv_bytes;
+use crate::api::watch::WatchService;
+use crate::cluster::Bootstrap;
+use crate::config::Config;
+use crate::member::{Handle, Member, MemberConfig};
+use crate::proto::etcdserverpb::cluster_server::ClusterServer;
+use crate::proto::etcdserverpb::kv_server::KvServer;
+use crate::proto::etcdserverpb::lease_server::LeaseServer;
+use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use crate::proto::etcdserverpb::watch_server::WatchServer;
+use crate::proto::etcdserverpb::MemberListResponse;
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::transport::{MembersFn, PeerGrpcServer, Transport, TransportError};
+
+/// How often unsynced watchers are caught up while any exist (etcd: 100 ms).
+pub const WATCH_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+/// Peer messages waiting for the member (etcd's recvc is 4096).
+pub const PEER_MAILBOX_MESSAGES_MAX: usize = 4096;
+
+/// The member's limits and timings from etcd's flags.
+pub fn member_config(cfg: &Config) -> MemberConfig {
+    MemberConfig {
+        max_request_bytes: cfg.max_request_bytes,
+        lease_min_ttl_secs: crate::lease::Lessor::min_ttl_secs(
+            cfg.heartbeat_interval_ms,
+            cfg.election_timeout_ms,
+        ),
+        election_timeout: std::time::Duration::from_millis(cfg.election_timeout_ms),
+        heartbeat_interval: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
+        // Raft log entries kept behind the applied index for slow followers
+        // (etcd keeps 5000 after each snapshot); a follower further behind
+        // is sent a snapshot. A smaller --snapshot-count keeps fewer.
+        log_retain_entries: cfg.snapshot_count.clamp(1, 5000),
+        request_timeout: std::time::Duration::from_millis(5000 + 2 * cfg.election_timeout_ms),
+        ..MemberConfig::default()
+    }
+}
+
+/// What bootstrapping needs from the configuration.
+pub fn bootstrap_of(cfg: &Config) -> Bootstrap {
+    Bootstrap {
+        name: cfg.name.clone(),
+        initial_cluster: cfg.initial_cluster.clone(),
+        token: cfg.initial_cluster_token.clone(),
+        advertise_peer_urls: cfg
+            .initial_advertise_peer_urls
+            .iter()
+            .map(|u| u.text.clone())
+            .collect(),
+        advertise_client_urls: cfg
+            .advertise_client_urls
+            .iter()
+            .map(|u| u.text.clone())
+            .collect(),
+        existing: None,
+    }
+}
+
+/// The gRPC router with every implemented etcd service.
+pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
+    let recv = max_recv_bytes(cfg.max_request_bytes);
+    // etcd's limits on every service: requests up to max-request-bytes +
+    // 512 KiB, responses unbounded.
+    macro_rules! limited {
+        ($server:expr) => {
+            $server
+                .max_decoding_message_size(recv)
+                .max_encoding_message_size(usize::MAX)
+        };
+    }
+    let m = || member.clone();
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(u32::MAX))
+        .add_service(limited!(KvServer::new(KvService::new(
+            m(),
+            cfg.max_txn_ops
+        ))))
+        .add_service(limited!(MaintenanceServer::new(MaintenanceService::new(
+            m()
+        ))))
+        .add_service(limited!(ClusterServer::new(ClusterService::new(m()))))
+        .add_service(limited!(LeaseServer::new(LeaseService::new(m()))))
+        .add_service(limited!(WatchServer::new(WatchService::new(m()))))
+        .add_service(limited!(LockServer::new(LockService::new(m()))))
+        .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
+}
+
+/// Connects a member to its peers: raft messages go out through a
+/// transport to every other member, and come in through the returned peer
+/// service (to serve on the peer listener); both feed one mailbox.
+pub fn connect_peers(
+    member: Member,
+    handle: &Handle,
+) -> Result<(Member, PeerGrpcServer), TransportError> {
+    let membership = handle.membership();
+    let (mailbox_tx, mailbox_rx) = tokio::sync::mpsc::channel(PEER_MAILBOX_MESSAGES_MAX);
+    let transport = Transport::new(
+        membership.local_id,
+        membership.cluster_id,
+        mailbox_tx.clone(),
+    );
+    for m in membership
+        .members
+        .iter()
+        .filter(|m| m.id != membership.local_id)
+    {
+        transport.add_peer(m.id, m.peer_ur_ls.clone())?;
+    }
+    let members: MembersFn = {
+        let observer = handle.observer();
+        Arc::new(move || MemberListResponse {
+            header: Some(observer.header()),
+            members: observer.membership().members,
+        })
+    };
+    let peer_server = transport.service(mailbox_tx, members);
+    Ok((member.with_transport(transport, mailbox_rx), peer_server))
+}
