@@ -112,24 +112,13 @@ pub async fn run(
         if url.scheme != "http" {
             return Err(ServerError::Scheme(url.scheme.clone()));
         }
-        let l = TcpListener::bind(url.bind_addr())
-            .await
-            .map_err(|source| ServerError::Listen {
-                url: url.text.clone(),
-                source,
-            })?;
-        listeners.push((url.clone(), l));
+        listeners.push((url.clone(), bind(url).await?));
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for (url, listener) in listeners {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        });
+        let incoming = nodelay(listener);
         let mut stop = stop_rx.clone();
         let serve =
             node::router(&handle, &cfg).serve_with_incoming_shutdown(incoming, async move {
@@ -140,12 +129,7 @@ pub async fn run(
     }
 
     for (url, listener) in peer_listeners {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-            if let Ok(s) = &s {
-                let _ = s.set_nodelay(true);
-            }
-            s
-        });
+        let incoming = nodelay(listener);
         let mut stop = stop_rx.clone();
         let serve = tonic::transport::Server::builder()
             .add_service(peer_server.clone())
@@ -215,6 +199,27 @@ pub async fn run(
     Ok(())
 }
 
+/// The accepted connections of `listener`, with Nagle off.
+fn nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    })
+}
+
+async fn bind(url: &crate::config::Url) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(url.bind_addr())
+        .await
+        .map_err(|source| ServerError::Listen {
+            url: url.text.clone(),
+            source,
+        })
+}
+
 /// Binds `--listen-peer-urls`. Peer TLS is not implemented yet: an https
 /// peer URL is skipped (with a warning) on a one-member cluster, where no
 /// peer ever connects, and refused otherwise.
@@ -231,13 +236,7 @@ async fn bind_peer_listeners(
             tracing::warn!(url = %url.text, "peer TLS is not implemented yet; not listening for peers on it (a one-member cluster has no peers)");
             continue;
         }
-        let l = TcpListener::bind(url.bind_addr())
-            .await
-            .map_err(|source| ServerError::Listen {
-                url: url.text.clone(),
-                source,
-            })?;
-        out.push((url.clone(), l));
+        out.push((url.clone(), bind(url).await?));
     }
     Ok(out)
 }

@@ -161,6 +161,13 @@ impl Shared {
         self.lessor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn membership(&self) -> Membership {
+        self.membership
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn membership_mut(&self) -> std::sync::RwLockWriteGuard<'_, Membership> {
         self.membership.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -213,11 +220,7 @@ pub struct Observer {
 
 impl Observer {
     pub fn membership(&self) -> Membership {
-        self.shared
-            .membership
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.membership()
     }
 
     /// A response header as of now (cluster, member, revision, term).
@@ -249,11 +252,7 @@ impl Handle {
     }
 
     pub fn membership(&self) -> Membership {
-        self.shared
-            .membership
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.membership()
     }
 
     pub fn member_id(&self) -> u64 {
