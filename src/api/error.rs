@@ -48,6 +48,7 @@ etcd_errors! {
     LEASE_TTL_TOO_LARGE = OutOfRange, "etcdserver: too large lease TTL";
     NO_LEADER = Unavailable, "etcdserver: no leader";
     REQUEST_TIMEOUT = Unavailable, "etcdserver: request timed out";
+    LEADER_CHANGED = Unavailable, "etcdserver: leader changed";
     STOPPED = Unavailable, "etcdserver: server stopped";
     NOT_LEADER = FailedPrecondition, "etcdserver: not leader";
     BAD_LEADER_TRANSFEREE = FailedPrecondition, "etcdserver: bad leader transferee";
@@ -103,6 +104,7 @@ pub fn member_status(e: &MemberError) -> Status {
         MemberError::Lease(l) => lease_status(*l),
         MemberError::NoLeader => NO_LEADER.status(),
         MemberError::NotLeader => NOT_LEADER.status(),
+        MemberError::LeaderChanged => LEADER_CHANGED.status(),
         MemberError::BadTransferee => BAD_LEADER_TRANSFEREE.status(),
         MemberError::TransferTimeout => LEADER_TRANSFER_TIMEOUT.status(),
         MemberError::Timeout => REQUEST_TIMEOUT.status(),

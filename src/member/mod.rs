@@ -81,6 +81,8 @@ pub enum MemberError {
     Timeout,
     #[error("not leader")]
     NotLeader,
+    #[error("leader changed")]
+    LeaderChanged,
     #[error("bad leader transferee")]
     BadTransferee,
     #[error("leader transfer took too long")]
@@ -950,11 +952,12 @@ impl Member {
             _ => {}
         }
         drop(lessor);
-        if ss.role != Role::Leader && ss.leader_id == 0 {
-            // Reads waiting for a leader's confirmation will not get it.
+        if was != ss.leader_id && was != 0 {
+            // Reads waiting for the old leader's confirmation will not get
+            // it: etcd answers them "leader changed" (clients retry).
             for (_, (_, readers)) in self.pending_reads.drain() {
                 for r in readers {
-                    let _ = r.send(Err(MemberError::NoLeader));
+                    let _ = r.send(Err(MemberError::LeaderChanged));
                 }
             }
         }
