@@ -17,5 +17,7 @@ pub mod server;
 pub mod storage;
 #[cfg(test)]
 mod test_rng;
+#[cfg(not(madsim))]
+pub mod tls;
 pub mod transport;
 pub mod watch;

@@ -24,7 +24,7 @@ use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::etcdserverpb::MemberListResponse;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::transport::{MembersFn, PeerGrpcServer, Transport, TransportError};
+use crate::transport::{Dialer, MembersFn, PeerGrpcServer, Transport, TransportError};
 
 /// How often unsynced watchers are caught up while any exist (etcd: 100 ms).
 pub const WATCH_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -101,17 +101,20 @@ pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router
 
 /// Connects a member to its peers: raft messages go out through a
 /// transport to every other member, and come in through the returned peer
-/// service (to serve on the peer listener); both feed one mailbox.
+/// service (to serve on the peer listener); both feed one mailbox. Peers
+/// are reached with `dialer` (TLS for https peers).
 pub fn connect_peers(
     member: Member,
     handle: &Handle,
+    dialer: Dialer,
 ) -> Result<(Member, PeerGrpcServer), TransportError> {
     let membership = handle.membership();
     let (mailbox_tx, mailbox_rx) = tokio::sync::mpsc::channel(PEER_MAILBOX_MESSAGES_MAX);
-    let transport = Transport::new(
+    let transport = Transport::with_dialer(
         membership.local_id,
         membership.cluster_id,
         mailbox_tx.clone(),
+        dialer,
     );
     for m in membership
         .members

@@ -14,7 +14,8 @@ use crate::member::{Handle, Member, MemberError};
 use crate::node;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
-use crate::transport::fetch_members;
+use crate::tls::{TlsError, TlsIdentity};
+use crate::transport::{fetch_members, Dialer};
 
 /// How long one peer may take to answer a joining member.
 const JOIN_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -37,6 +38,10 @@ pub enum ServerError {
     },
     #[error("{0} URLs are not supported by concord yet (TLS comes with a later release)")]
     Scheme(String),
+    #[error("cannot listen on TLS for {0}: KeyFile and CertFile are not presented")]
+    NoTls(String),
+    #[error("peer TLS: {0}")]
+    Tls(#[from] TlsError),
     #[error("gRPC server failed: {0}")]
     Serve(String),
 }
@@ -44,7 +49,7 @@ pub enum ServerError {
 /// `--initial-cluster-state existing` on an empty data dir: asks the peers
 /// of `--initial-cluster` (other than this member) for the cluster's
 /// members, as etcd asks its peers' `/members`.
-async fn fetch_existing(cfg: &Config) -> Result<Membership, ServerError> {
+async fn fetch_existing(cfg: &Config, dialer: &Dialer) -> Result<Membership, ServerError> {
     let own: Vec<String> = cfg
         .initial_advertise_peer_urls
         .iter()
@@ -55,7 +60,7 @@ async fn fetch_existing(cfg: &Config) -> Result<Membership, ServerError> {
     let mut errors = Vec::new();
     for (_, urls) in peers {
         for url in urls.iter().filter(|u| !own.contains(u)) {
-            match tokio::time::timeout(JOIN_FETCH_TIMEOUT, fetch_members(url)).await {
+            match tokio::time::timeout(JOIN_FETCH_TIMEOUT, fetch_members(dialer, url)).await {
                 Ok(Ok(list)) => {
                     let cluster_id = list.header.map_or(0, |h| h.cluster_id);
                     return Membership::join(cluster_id, list.members, &cfg.name, &own)
@@ -80,6 +85,11 @@ pub async fn run(
     let t0 = std::time::Instant::now();
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
+    let peer_tls = peer_tls(&cfg)?;
+    let dialer = match &peer_tls {
+        Some(identity) => Dialer::with_tls(identity)?,
+        None => Dialer::plain(),
+    };
     let member_cfg = node::member_config(&cfg);
     let t1 = std::time::Instant::now();
     let mut bootstrap = node::bootstrap_of(&cfg);
@@ -88,7 +98,7 @@ pub async fn run(
             .map_err(|e| ServerError::Member(e.into()))?
             .is_none()
     {
-        bootstrap.existing = Some(fetch_existing(&cfg).await?);
+        bootstrap.existing = Some(fetch_existing(&cfg, &dialer).await?);
     }
     let (member, handle) = Member::open(backend, &bootstrap, member_cfg)?;
     tracing::info!(
@@ -97,11 +107,10 @@ pub async fn run(
         revision = handle.store().current_revision(),
         "member restored"
     );
-    let membership = handle.membership();
-    let (member, peer_server) = node::connect_peers(member, &handle)
+    let (member, peer_server) = node::connect_peers(member, &handle, dialer)
         .map_err(|e| ServerError::Serve(format!("peers: {e}")))?;
     let mut member_task = tokio::spawn(member.run());
-    let peer_listeners = bind_peer_listeners(&cfg, membership.members.len()).await?;
+    let peer_listeners = bind_peer_listeners(&cfg, peer_tls.is_some()).await?;
     let watch_sync = tokio::spawn(handle.watch_hub().clone().run_sync(
         node::WATCH_SYNC_INTERVAL,
         cfg.watch_progress_notify_interval,
@@ -131,7 +140,13 @@ pub async fn run(
     for (url, listener) in peer_listeners {
         let incoming = nodelay(listener);
         let mut stop = stop_rx.clone();
-        let serve = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(identity) = &peer_tls {
+            builder = builder
+                .tls_config(identity.server_config())
+                .map_err(|e| ServerError::Serve(format!("peer TLS: {e}")))?;
+        }
+        let serve = builder
             .add_service(peer_server.clone())
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -220,25 +235,40 @@ async fn bind(url: &crate::config::Url) -> Result<TcpListener, ServerError> {
         })
 }
 
-/// Binds `--listen-peer-urls`. Peer TLS is not implemented yet: an https
-/// peer URL is skipped (with a warning) on a one-member cluster, where no
-/// peer ever connects, and refused otherwise.
+/// Binds `--listen-peer-urls`; https ones need peer TLS (etcd's error
+/// otherwise).
 async fn bind_peer_listeners(
     cfg: &Config,
-    members: usize,
+    tls: bool,
 ) -> Result<Vec<(crate::config::Url, TcpListener)>, ServerError> {
     let mut out = Vec::new();
     for url in &cfg.listen_peer_urls {
-        if url.scheme != "http" {
-            if members > 1 {
-                return Err(ServerError::Scheme(format!("peer {}", url.scheme)));
-            }
-            tracing::warn!(url = %url.text, "peer TLS is not implemented yet; not listening for peers on it (a one-member cluster has no peers)");
-            continue;
+        match url.scheme.as_str() {
+            "http" => {}
+            "https" if tls => {}
+            "https" => return Err(ServerError::NoTls(url.bind_addr())),
+            other => return Err(ServerError::Scheme(format!("peer {other}"))),
         }
         out.push((url.clone(), bind(url).await?));
     }
     Ok(out)
+}
+
+/// The peer TLS identity from `--peer-*` flags; with `--peer-auto-tls` a
+/// self-signed certificate for the peer URLs' hosts in
+/// `<data-dir>/fixtures/peer`, as etcd keeps it.
+fn peer_tls(cfg: &Config) -> Result<Option<TlsIdentity>, ServerError> {
+    let mut hosts: Vec<String> = cfg
+        .listen_peer_urls
+        .iter()
+        .chain(&cfg.initial_advertise_peer_urls)
+        .map(|u| u.host.clone())
+        .filter(|h| !h.is_empty())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let dir = cfg.data_dir.join("fixtures").join("peer");
+    Ok(TlsIdentity::load("peer", &cfg.peer_tls, &dir, &hosts)?)
 }
 
 /// Prints etcd's two readiness lines once the client ports accept

@@ -68,7 +68,8 @@ async fn run_member(args: Vec<String>, backend: Arc<MemBackend>) {
         node::member_config(&cfg),
     )
     .expect("member opens");
-    let (member, peer_server) = node::connect_peers(member, &handle).expect("peers");
+    let (member, peer_server) =
+        node::connect_peers(member, &handle, concord::transport::Dialer::plain()).expect("peers");
     tokio::spawn(async move {
         if let Err(e) = member.run().await {
             tracing::error!(error = %e, "member stopped");

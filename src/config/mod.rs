@@ -114,6 +114,26 @@ fn parse_urls(flag: &str, v: &str) -> Result<Vec<Url>, ConfigError> {
         .collect()
 }
 
+/// One listener kind's TLS flags (etcd's `TLSInfo`): certificate files, or
+/// a self-signed certificate generated at start (`--*-auto-tls`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFlags {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub trusted_ca_file: Option<PathBuf>,
+    pub client_cert_auth: bool,
+    pub auto_tls: bool,
+    /// `--self-signed-cert-validity`, in years.
+    pub self_signed_cert_validity_years: u32,
+}
+
+impl TlsFlags {
+    /// No certificate given and none to generate.
+    pub fn is_empty(&self) -> bool {
+        self.cert_file.is_none() && self.key_file.is_none() && !self.auto_tls
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub name: String,
@@ -134,6 +154,8 @@ pub struct Config {
     pub election_timeout_ms: u64,
     /// `--experimental-watch-progress-notify-interval`.
     pub watch_progress_notify_interval: std::time::Duration,
+    /// Peer TLS: `--peer-cert-file`, `--peer-key-file`, ...
+    pub peer_tls: TlsFlags,
     pub log_level: String,
     pub log_format: LogFormat,
     /// etcd flags given but not implemented yet: (flag, value).
@@ -166,6 +188,12 @@ const IMPLEMENTED: &[(&str, bool, &str)] = &[
         false,
         "10m0s",
     ),
+    ("peer-cert-file", false, ""),
+    ("peer-key-file", false, ""),
+    ("peer-trusted-ca-file", false, ""),
+    ("peer-client-cert-auth", true, "false"),
+    ("peer-auto-tls", true, "false"),
+    ("self-signed-cert-validity", false, "1"),
     ("log-level", false, "info"),
     ("log-format", false, "text"),
     ("config-file", false, ""),
@@ -211,13 +239,8 @@ const ACCEPTED: &[(&str, bool)] = &[
     ("client-cert-allowed-hostname", false),
     ("trusted-ca-file", false),
     ("auto-tls", true),
-    ("peer-cert-file", false),
-    ("peer-key-file", false),
-    ("peer-client-cert-auth", true),
-    ("peer-trusted-ca-file", false),
     ("peer-cert-allowed-cn", false),
     ("peer-cert-allowed-hostname", false),
-    ("peer-auto-tls", true),
     ("peer-crl-file", false),
     ("cipher-suites", false),
     ("cors", false),
@@ -227,7 +250,6 @@ const ACCEPTED: &[(&str, bool)] = &[
     ("client-key-file", false),
     ("peer-client-cert-file", false),
     ("peer-client-key-file", false),
-    ("self-signed-cert-validity", false),
     ("tls-min-version", false),
     ("tls-max-version", false),
     ("auth-token", false),
@@ -496,6 +518,19 @@ impl Config {
                 heartbeat_ms,
             });
         }
+        let path =
+            |flag: &str| Some(PathBuf::from(get(flag))).filter(|p| !p.as_os_str().is_empty());
+        let peer_tls = TlsFlags {
+            cert_file: path("peer-cert-file"),
+            key_file: path("peer-key-file"),
+            trusted_ca_file: path("peer-trusted-ca-file"),
+            client_cert_auth: parse_bool("peer-client-cert-auth", &get("peer-client-cert-auth"))?,
+            auto_tls: parse_bool("peer-auto-tls", &get("peer-auto-tls"))?,
+            self_signed_cert_validity_years: parse_num(
+                "self-signed-cert-validity",
+                &get("self-signed-cert-validity"),
+            )?,
+        };
         let ignored = set
             .iter()
             .filter(|(k, _)| !is_implemented(k))
@@ -524,6 +559,7 @@ impl Config {
                 "experimental-watch-progress-notify-interval",
                 &get("experimental-watch-progress-notify-interval"),
             )?,
+            peer_tls,
             log_level,
             log_format,
             ignored,
@@ -601,9 +637,8 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.max_txn_ops, 5);
         assert_eq!(c.listen_client_urls[0].port, 20000);
-        assert!(c
-            .ignored
-            .contains(&("peer-auto-tls".to_string(), "true".to_string())));
+        assert!(c.peer_tls.auto_tls);
+        assert_eq!(c.peer_tls.self_signed_cert_validity_years, 1);
         assert!(c
             .ignored
             .contains(&("strict-reconfig-check".to_string(), "false".to_string())));

@@ -61,7 +61,7 @@ use tokio::sync::{mpsc, watch};
 use crate::raft::{Message, MessageKind};
 
 pub use codec::{decode, encode, CodecError};
-pub use net::fetch_members;
+pub use net::{fetch_members, Dialer};
 pub use net::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
 pub use server::{peer_service, MembersFn, PeerGrpcServer, PeerService};
 pub use snapshot::SnapshotError;
@@ -140,6 +140,7 @@ struct Inner {
     local_id: u64,
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
+    dialer: Dialer,
     state: Mutex<State>,
     /// Members removed from the cluster: their RPCs are refused.
     removed: Arc<Mutex<std::collections::BTreeSet<u64>>>,
@@ -175,12 +176,24 @@ impl Transport {
     /// A transport for member `local_id` of cluster `cluster_id` with no
     /// peers yet; reports go to `inbound` (the member's mailbox).
     pub fn new(local_id: u64, cluster_id: u64, inbound: mpsc::Sender<Inbound>) -> Transport {
+        Transport::with_dialer(local_id, cluster_id, inbound, Dialer::plain())
+    }
+
+    /// Like [`Transport::new`], reaching peers with `dialer` (https peers
+    /// need one with TLS).
+    pub fn with_dialer(
+        local_id: u64,
+        cluster_id: u64,
+        inbound: mpsc::Sender<Inbound>,
+        dialer: Dialer,
+    ) -> Transport {
         assert!(local_id != 0, "member ID 0 is raft's 'none'");
         Transport {
             inner: Arc::new(Inner {
                 local_id,
                 cluster_id,
                 inbound,
+                dialer,
                 state: Mutex::new(State::default()),
                 removed: Arc::default(),
             }),
@@ -354,7 +367,7 @@ impl Transport {
         if urls.is_empty() {
             return Err(TransportError::NoUrls(id));
         }
-        urls.iter().try_for_each(|u| net::check_url(u))
+        urls.iter().try_for_each(|u| self.inner.dialer.check_url(u))
     }
 
     fn spawn_peer(&self, id: u64, urls: Vec<String>) -> PeerHandle {
@@ -368,6 +381,7 @@ impl Transport {
             local_id: self.inner.local_id,
             cluster_id: self.inner.cluster_id,
             inbound: self.inner.inbound.clone(),
+            dialer: self.inner.dialer.clone(),
             urls: urls_rx,
             stop: stop_rx,
         };

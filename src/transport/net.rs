@@ -1,5 +1,6 @@
-//! The one place where peer connections and the peer server are built, and
-//! where the identity headers are written and read. Peer TLS goes here.
+//! The one place where peer connections are made, and where the identity
+//! headers are written and read. `https` peers are reached over TLS with
+//! the member's [`Dialer`] (see `crate::tls`).
 //!
 //! Invariants: every client RPC carries [`CLUSTER_ID_HEADER`] and
 //! [`MEMBER_ID_HEADER`] (lowercase hex); client and server accept messages
@@ -26,8 +27,103 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// A ping unanswered this long closes the connection (etcd's read timeout).
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Accepts `http://host:port[/]` URLs only (TLS is a later step).
-pub(crate) fn check_url(url: &str) -> Result<(), TransportError> {
+/// How this member reaches its peers: plain http, and https when peer TLS
+/// is configured. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Dialer {
+    #[cfg(not(madsim))]
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dialer")
+            .field("tls", &self.has_tls())
+            .finish()
+    }
+}
+
+impl Dialer {
+    /// Plain http only.
+    pub fn plain() -> Dialer {
+        Dialer::default()
+    }
+
+    /// http, and https with `identity`'s client configuration.
+    #[cfg(not(madsim))]
+    pub fn with_tls(identity: &crate::tls::TlsIdentity) -> Result<Dialer, crate::tls::TlsError> {
+        Ok(Dialer {
+            tls: Some(identity.client_config()?),
+        })
+    }
+
+    pub fn has_tls(&self) -> bool {
+        #[cfg(not(madsim))]
+        return self.tls.is_some();
+        #[cfg(madsim)]
+        false
+    }
+
+    /// Accepts `http://host:port[/]` URLs, and `https` ones when this
+    /// dialer has TLS.
+    pub(crate) fn check_url(&self, url: &str) -> Result<(), TransportError> {
+        check_url(url, self.has_tls())
+    }
+
+    /// Connects to a peer URL (checked by [`Dialer::check_url`]).
+    pub(crate) async fn connect(
+        &self,
+        url: &str,
+    ) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        let tls_url = url.strip_prefix("https://");
+        // tonic refuses an https URI without its own TLS config, so the
+        // channel sees http and the connector below does the TLS.
+        let plain_url = match tls_url {
+            Some(rest) => format!("http://{rest}"),
+            None => url.to_string(),
+        };
+        let endpoint = Endpoint::from_shared(plain_url)?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
+        #[cfg(not(madsim))]
+        let channel = match (&self.tls, tls_url) {
+            (Some(tls), Some(_)) => {
+                let tls = tls.clone();
+                let connector = tower::service_fn(move |uri: Uri| {
+                    let tls = tls.clone();
+                    async move {
+                        let stream =
+                            tokio::time::timeout(CONNECT_TIMEOUT, crate::tls::connect(tls, &uri))
+                                .await
+                                .map_err(|_| {
+                                    std::io::Error::new(
+                                        std::io::ErrorKind::TimedOut,
+                                        "TLS connect timed out",
+                                    )
+                                })??;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                    }
+                });
+                endpoint.connect_with_connector(connector).await?
+            }
+            _ => endpoint.connect().await?,
+        };
+        #[cfg(madsim)]
+        let channel = {
+            let _ = tls_url;
+            endpoint.connect().await?
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+}
+
+/// Accepts `http://host:port[/]` URLs, and `https` ones if `tls`.
+fn check_url(url: &str, tls: bool) -> Result<(), TransportError> {
     let invalid = |reason: &str| TransportError::InvalidUrl {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -35,28 +131,18 @@ pub(crate) fn check_url(url: &str) -> Result<(), TransportError> {
     let uri: Uri = url.parse().map_err(|e| invalid(&format!("{e}")))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => return Err(invalid("peer TLS is not supported yet")),
-        _ => return Err(invalid("scheme must be http")),
+        Some("https") if tls => {}
+        Some("https") => {
+            return Err(invalid(
+                "https peers need peer TLS (--peer-auto-tls or --peer-cert-file/--peer-key-file)",
+            ))
+        }
+        _ => return Err(invalid("scheme must be http or https")),
     }
     match uri.authority() {
         Some(a) if a.port_u16().is_some() => Ok(()),
         _ => Err(invalid("a host and port are required")),
     }
-}
-
-/// Connects to a peer URL (checked by [`check_url`]).
-pub(crate) async fn connect(url: &str) -> Result<PeerClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(url.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect()
-        .await?;
-    Ok(PeerClient::new(channel)
-        .max_decoding_message_size(MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(MESSAGE_BYTES_MAX))
 }
 
 /// `e` and its sources, `: `-separated (tonic's transport errors say only
@@ -120,10 +206,11 @@ pub(crate) fn check_identity(md: &MetadataMap, cluster_id: u64) -> Result<u64, S
 /// Asks the member at peer URL `url` for its cluster's members (joining a
 /// cluster with --initial-cluster-state existing).
 pub async fn fetch_members(
+    dialer: &Dialer,
     url: &str,
 ) -> Result<crate::proto::etcdserverpb::MemberListResponse, String> {
-    check_url(url).map_err(|e| e.to_string())?;
-    let mut client = connect(url).await.map_err(|e| error_chain(&e))?;
+    dialer.check_url(url).map_err(|e| e.to_string())?;
+    let mut client = dialer.connect(url).await.map_err(|e| error_chain(&e))?;
     client
         .members(crate::proto::concordpb::MembersRequest {})
         .await
@@ -137,22 +224,26 @@ mod tests {
 
     #[test]
     fn urls() {
+        // (url, accepted without TLS, accepted with TLS)
         let cases = [
-            ("http://127.0.0.1:2380", true),
-            ("http://node-1.example:2380/", true),
-            ("https://127.0.0.1:2380", false),
-            ("http://127.0.0.1", false),
-            ("127.0.0.1:2380", false),
-            ("unix:///tmp/x", false),
-            ("", false),
+            ("http://127.0.0.1:2380", true, true),
+            ("http://node-1.example:2380/", true, true),
+            ("https://127.0.0.1:2380", false, true),
+            ("http://127.0.0.1", false, false),
+            ("https://127.0.0.1", false, false),
+            ("127.0.0.1:2380", false, false),
+            ("unix:///tmp/x", false, false),
+            ("", false, false),
         ];
-        for (i, (url, ok)) in cases.into_iter().enumerate() {
-            let got = check_url(url);
-            assert_eq!(
-                got.is_ok(),
-                ok,
-                "case #{i} {url:?}: got {got:?}, want ok={ok}"
-            );
+        for (i, (url, plain, tls)) in cases.into_iter().enumerate() {
+            for (with_tls, want) in [(false, plain), (true, tls)] {
+                let got = check_url(url, with_tls);
+                assert_eq!(
+                    got.is_ok(),
+                    want,
+                    "case #{i} {url:?} tls={with_tls}: got {got:?}, want ok={want}"
+                );
+            }
         }
     }
 

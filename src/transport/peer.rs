@@ -51,6 +51,7 @@ pub(crate) struct PeerCtx {
     pub local_id: u64,
     pub cluster_id: u64,
     pub inbound: mpsc::Sender<Inbound>,
+    pub dialer: super::Dialer,
     pub urls: watch::Receiver<Vec<String>>,
     pub stop: watch::Receiver<bool>,
 }
@@ -134,7 +135,7 @@ pub(crate) async fn run_stream(
         let connected = tokio::select! {
             biased;
             _ = stopped(&mut ctx.stop) => return,
-            c = net::connect(&url) => c,
+            c = ctx.dialer.connect(&url) => c,
         };
         match connected {
             Err(e) => {

@@ -159,6 +159,7 @@ impl Reassembly {
 /// on a fresh connection and reports `SnapshotStatus` for it.
 pub(crate) async fn run_sender(mut ctx: PeerCtx, mut queue: mpsc::Receiver<Message>) {
     let peer = format!("{:x}", ctx.id);
+    let dialer = ctx.dialer.clone();
     let mut attempt: u64 = 0;
     loop {
         let m = tokio::select! {
@@ -176,7 +177,7 @@ pub(crate) async fn run_sender(mut ctx: PeerCtx, mut queue: mpsc::Receiver<Messa
         let result = tokio::select! {
             biased;
             _ = stopped(&mut ctx.stop) => return,
-            r = send_one(ctx.cluster_id, ctx.local_id, &url, m) => r,
+            r = send_one(&dialer, (ctx.cluster_id, ctx.local_id), &url, m) => r,
         };
         let ok = match result {
             Ok(()) => {
@@ -203,8 +204,16 @@ pub(crate) async fn run_sender(mut ctx: PeerCtx, mut queue: mpsc::Receiver<Messa
 
 /// Sends `m` in chunks on a fresh connection; done once the peer's member
 /// has the message.
-async fn send_one(cluster_id: u64, local_id: u64, url: &str, m: Message) -> Result<(), String> {
-    let mut client = net::connect(url).await.map_err(|e| net::error_chain(&e))?;
+async fn send_one(
+    dialer: &super::Dialer,
+    (cluster_id, local_id): (u64, u64),
+    url: &str,
+    m: Message,
+) -> Result<(), String> {
+    let mut client = dialer
+        .connect(url)
+        .await
+        .map_err(|e| net::error_chain(&e))?;
     let stream = tokio_stream::iter(chunks(m));
     let request = net::request(stream, cluster_id, local_id);
     client

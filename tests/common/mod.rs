@@ -41,6 +41,8 @@ pub struct Server {
     pub port: u16,
     /// The peer listener's port (a member always listens for peers).
     pub peer_port: u16,
+    /// `http`, or `https` for members with peer TLS.
+    pub peer_scheme: &'static str,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
     /// Environment variables for the process.
@@ -66,6 +68,7 @@ impl Server {
             child: None,
             port: free_port(),
             peer_port: free_port(),
+            peer_scheme: "http",
             data_dir,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             envs: Vec::new(),
@@ -76,7 +79,7 @@ impl Server {
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, self.peer_port)
     }
 
     pub fn endpoint(&self) -> String {
@@ -96,7 +99,7 @@ impl Server {
             "--advertise-client-urls".to_string(),
             self.url(),
             "--listen-peer-urls".to_string(),
-            format!("http://127.0.0.1:{}", self.peer_port),
+            self.peer_url(),
         ];
         a.extend(self.extra_args.iter().cloned());
         a
@@ -334,8 +337,24 @@ pub struct Cluster {
 impl Cluster {
     /// `n` members named m0.., all launched before any is awaited.
     pub fn start(n: usize, extra: &[&str]) -> Cluster {
+        Cluster::start_with(n, "http", |_| extra.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// `n` members with peer URLs of `scheme`; member `i` also gets
+    /// `extra(i)` (e.g. its own certificate files).
+    pub fn start_with(
+        n: usize,
+        scheme: &'static str,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
         let token = format!("tok-{}", free_port());
-        let mut members: Vec<Server> = (0..n).map(|_| Server::prepare(&[])).collect();
+        let mut members: Vec<Server> = (0..n)
+            .map(|_| {
+                let mut m = Server::prepare(&[]);
+                m.peer_scheme = scheme;
+                m
+            })
+            .collect();
         let initial: Vec<String> = members
             .iter()
             .enumerate()
@@ -353,7 +372,7 @@ impl Cluster {
                 "--initial-cluster-token".to_string(),
                 token.clone(),
             ];
-            args.extend(extra.iter().map(|s| s.to_string()));
+            args.extend(extra(i));
             m.extra_args = args;
             m.launch();
         }
