@@ -9,6 +9,8 @@ pub mod lease;
 pub mod member;
 pub mod mvcc;
 pub mod node;
+#[cfg(madsim)]
+pub mod planted;
 pub mod proto;
 /// The raft core lives in its own crate (`src/raft`) so it builds fast alone.
 pub use concord_raft as raft;

@@ -10,4 +10,6 @@
 //! `--cfg madsim` this crate is empty.
 
 #[cfg(madsim)]
+pub mod chaos;
+#[cfg(madsim)]
 pub mod world;

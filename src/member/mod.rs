@@ -317,6 +317,10 @@ impl Handle {
         if self.shared.stopped.load(Ordering::Acquire) {
             return Err(MemberError::Stopped);
         }
+        #[cfg(madsim)]
+        if crate::planted::active(crate::planted::Bug::StaleReads) {
+            return Ok(());
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Input::ReadIndex(reply))
@@ -572,6 +576,13 @@ impl Member {
             }));
         }
         let mut node = RawNode::new(&raft_cfg, raft_log)?;
+        #[cfg(madsim)]
+        if crate::planted::active(crate::planted::Bug::CommitWithoutQuorum) {
+            node.plant_bugs(concord_raft::PlantedBugs {
+                commit_without_quorum: true,
+                ..Default::default()
+            });
+        }
         if sole_voter {
             // Nobody to wait for: lead at once (etcd waits an election timeout).
             node.campaign();
@@ -584,8 +595,13 @@ impl Member {
             store.take_restored_leases(),
             Duration::ZERO,
         )?;
+        let watch = WatchHub::new(store.clone());
+        #[cfg(madsim)]
+        if crate::planted::active(crate::planted::Bug::SkipWatchEvents) {
+            watch.plant_skip_bug();
+        }
         let shared = Arc::new(Shared {
-            watch: WatchHub::new(store.clone()),
+            watch,
             lessor: Mutex::new(lessor),
             clock,
             store,

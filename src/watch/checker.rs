@@ -183,6 +183,20 @@ fn in_range(spec: &WatchSpec, key: &[u8]) -> bool {
 
 /// Checks one watcher's responses against the history.
 pub fn check(history: &History, spec: &WatchSpec, seen: &[SeenResponse]) -> Vec<Violation> {
+    check_compacted(history, spec, seen, 0)
+}
+
+/// Like [`check`], for a watcher that ran while the store may have been
+/// compacted up to `compacted`: as etcd, the server omits a `prev_kv` it
+/// can no longer read (the event's revision - 1 is below the compaction),
+/// so a missing `prev_kv` at a revision ≤ `compacted` is not a violation
+/// (a wrong one still is).
+pub fn check_compacted(
+    history: &History,
+    spec: &WatchSpec,
+    seen: &[SeenResponse],
+    compacted: i64,
+) -> Vec<Violation> {
     let mut out = Vec::new();
     // Where each change sits in the history, to order events by (rev, sub).
     let position: BTreeMap<(i64, &[u8]), (usize, &HistoryChange)> = history
@@ -278,7 +292,8 @@ pub fn check(history: &History, spec: &WatchSpec, seen: &[SeenResponse]) -> Vec<
             }
             if spec.prev_kv {
                 let want = history.value_before(&hc.key, hc.rev, hc.sub);
-                if e.prev_value.as_deref() != want {
+                let unreadable = e.prev_value.is_none() && e.rev <= compacted;
+                if e.prev_value.as_deref() != want && !unreadable {
                     out.push(Violation::PrevKv {
                         rev: e.rev,
                         key: e.key.clone(),
@@ -474,6 +489,32 @@ mod tests {
                 key: b"a".to_vec()
             }]
         );
+    }
+
+    #[test]
+    fn prev_kv_may_be_missing_only_where_compacted() {
+        let spec = WatchSpec {
+            key: b"a".to_vec(),
+            prev_kv: true,
+            start_rev: 5,
+            ..WatchSpec::default()
+        };
+        // The delete at 5: its previous version (4) is gone once the store
+        // is compacted at 5, so etcd sends no prev_kv.
+        let missing = vec![
+            resp(vec![ev(5, "a", None, None)]),
+            resp(vec![ev(6, "a", Some("3"), None)]),
+        ];
+        assert_eq!(check_compacted(&history(), &spec, &missing, 5), vec![]);
+        let want = vec![Violation::PrevKv {
+            rev: 5,
+            key: b"a".to_vec(),
+        }];
+        assert_eq!(check_compacted(&history(), &spec, &missing, 4), want);
+        assert_eq!(check(&history(), &spec, &missing), want);
+        // A wrong prev_kv is wrong whatever the compaction.
+        let wrong = vec![resp(vec![ev(5, "a", None, Some("1"))])];
+        assert_eq!(check_compacted(&history(), &spec, &wrong, 5), want);
     }
 
     #[test]

@@ -174,7 +174,7 @@ pub struct WatchHub {
     wake: Notify,
     /// A planted bug for proving the watch checker can fail: live
     /// notifications of every 7th revision are silently dropped.
-    #[cfg(test)]
+    #[cfg(any(test, madsim))]
     planted_skip: std::sync::atomic::AtomicBool,
 }
 
@@ -204,24 +204,24 @@ impl WatchHub {
                 ..Inner::default()
             }),
             wake: Notify::new(),
-            #[cfg(test)]
+            #[cfg(any(test, madsim))]
             planted_skip: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    /// Turns on the planted bug (tests only).
-    #[cfg(test)]
+    /// Turns on the planted bug (tests and simulations only).
+    #[cfg(any(test, madsim))]
     pub fn plant_skip_bug(&self) {
         self.planted_skip
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, madsim))]
     fn skips(&self, rev: i64) -> bool {
         self.planted_skip.load(std::sync::atomic::Ordering::Relaxed) && rev % 7 == 0
     }
 
-    #[cfg(not(test))]
+    #[cfg(not(any(test, madsim)))]
     fn skips(&self, _rev: i64) -> bool {
         false
     }

@@ -176,6 +176,27 @@ impl Reply {
 }
 
 impl Call {
+    /// Compare-and-set: put `value` at `key` if its mod revision is still
+    /// `mod_revision` (0: absent), else read the key.
+    pub fn compare_and_set(key: Bytes, mod_revision: i64, value: Bytes) -> Call {
+        Call::Txn {
+            compares: vec![Compare {
+                key: key.clone(),
+                target: Target::ModRevision(mod_revision),
+                result: CmpResult::Equal,
+            }],
+            success: vec![TxnOp::Put {
+                key: key.clone(),
+                value,
+                lease: 0,
+            }],
+            failure: vec![TxnOp::Range {
+                key,
+                range_end: Vec::new(),
+            }],
+        }
+    }
+
     /// Whether the call can change the store in some state (a read-only
     /// txn or a range cannot; a delete or a revoke may find nothing).
     pub fn may_write(&self) -> bool {

@@ -468,22 +468,7 @@ impl World {
             .copied()
             .unwrap_or(0);
         let value = self.value();
-        Call::Txn {
-            compares: vec![Compare {
-                key: key.clone(),
-                target: Target::ModRevision(seen),
-                result: CmpResult::Equal,
-            }],
-            success: vec![TxnOp::Put {
-                key: key.clone(),
-                value,
-                lease: 0,
-            }],
-            failure: vec![TxnOp::Range {
-                key,
-                range_end: Vec::new(),
-            }],
-        }
+        Call::compare_and_set(key, seen, value)
     }
 
     /// Writes in both branches, a range after them; sometimes a branch
