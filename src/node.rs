@@ -13,9 +13,9 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::max_recv_bytes;
 use crate::api::watch::WatchService;
-use crate::cluster::Bootstrap;
+use crate::cluster::{Bootstrap, ClusterError, Membership};
 use crate::config::Config;
-use crate::member::{Handle, Member, MemberConfig};
+use crate::member::{Handle, Member, MemberConfig, MemberError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -24,7 +24,12 @@ use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::etcdserverpb::MemberListResponse;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
-use crate::transport::{Dialer, MembersFn, PeerGrpcServer, Transport, TransportError};
+use crate::transport::{
+    fetch_members, Dialer, MembersFn, PeerGrpcServer, Transport, TransportError,
+};
+
+/// How long one peer may take to answer a joining member.
+const JOIN_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How often unsynced watchers are caught up while any exist (etcd: 100 ms).
 pub const WATCH_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -68,6 +73,32 @@ pub fn bootstrap_of(cfg: &Config) -> Bootstrap {
             .collect(),
         existing: None,
     }
+}
+
+/// `--initial-cluster-state existing` on an empty data dir: asks the peers
+/// of `--initial-cluster` (other than this member) for the cluster's
+/// members, as etcd asks its peers' `/members`.
+pub async fn fetch_existing(cfg: &Config, dialer: &Dialer) -> Result<Membership, MemberError> {
+    let own: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(|u| u.text.clone())
+        .collect();
+    let peers = crate::cluster::parse_initial_cluster(&cfg.initial_cluster)?;
+    let mut errors = Vec::new();
+    for (_, urls) in peers {
+        for url in urls.iter().filter(|u| !own.contains(u)) {
+            match tokio::time::timeout(JOIN_FETCH_TIMEOUT, fetch_members(dialer, url)).await {
+                Ok(Ok(list)) => {
+                    let cluster_id = list.header.map_or(0, |h| h.cluster_id);
+                    return Ok(Membership::join(cluster_id, list.members, &cfg.name, &own)?);
+                }
+                Ok(Err(e)) => errors.push(format!("{url}: {e}")),
+                Err(_) => errors.push(format!("{url}: timed out")),
+            }
+        }
+    }
+    Err(ClusterError::NoReachablePeer(errors.join("; ")).into())
 }
 
 /// The gRPC router with every implemented etcd service.

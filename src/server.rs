@@ -15,10 +15,7 @@ use crate::node;
 use crate::storage::fjall_backend::FjallBackend;
 use crate::storage::Backend;
 use crate::tls::{TlsError, TlsIdentity};
-use crate::transport::{fetch_members, Dialer};
-
-/// How long one peer may take to answer a joining member.
-const JOIN_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+use crate::transport::Dialer;
 
 /// How long in-flight client requests may take after a stop signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -46,36 +43,6 @@ pub enum ServerError {
     Serve(String),
 }
 
-/// `--initial-cluster-state existing` on an empty data dir: asks the peers
-/// of `--initial-cluster` (other than this member) for the cluster's
-/// members, as etcd asks its peers' `/members`.
-async fn fetch_existing(cfg: &Config, dialer: &Dialer) -> Result<Membership, ServerError> {
-    let own: Vec<String> = cfg
-        .initial_advertise_peer_urls
-        .iter()
-        .map(|u| u.text.clone())
-        .collect();
-    let peers = crate::cluster::parse_initial_cluster(&cfg.initial_cluster)
-        .map_err(|e| ServerError::Member(e.into()))?;
-    let mut errors = Vec::new();
-    for (_, urls) in peers {
-        for url in urls.iter().filter(|u| !own.contains(u)) {
-            match tokio::time::timeout(JOIN_FETCH_TIMEOUT, fetch_members(dialer, url)).await {
-                Ok(Ok(list)) => {
-                    let cluster_id = list.header.map_or(0, |h| h.cluster_id);
-                    return Membership::join(cluster_id, list.members, &cfg.name, &own)
-                        .map_err(|e| ServerError::Member(e.into()));
-                }
-                Ok(Err(e)) => errors.push(format!("{url}: {e}")),
-                Err(_) => errors.push(format!("{url}: timed out")),
-            }
-        }
-    }
-    Err(ServerError::Member(
-        crate::cluster::ClusterError::NoReachablePeer(errors.join("; ")).into(),
-    ))
-}
-
 /// Runs a member with its client listeners until `shutdown` resolves (or the
 /// member fails), then stops accepting, lets the member finish and persists.
 pub async fn run(
@@ -98,7 +65,7 @@ pub async fn run(
             .map_err(|e| ServerError::Member(e.into()))?
             .is_none()
     {
-        bootstrap.existing = Some(fetch_existing(&cfg, &dialer).await?);
+        bootstrap.existing = Some(node::fetch_existing(&cfg, &dialer).await?);
     }
     let (member, handle) = Member::open(backend, &bootstrap, member_cfg)?;
     tracing::info!(

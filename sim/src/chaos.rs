@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use concord::proto::etcdserverpb::cluster_client::ClusterClient;
 use concord::proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use concord::proto::etcdserverpb::kv_client::KvClient;
 use concord::proto::etcdserverpb::lease_client::LeaseClient;
@@ -42,7 +43,8 @@ use concord::proto::etcdserverpb::watch_client::WatchClient;
 use concord::proto::etcdserverpb::watch_request::RequestUnion;
 use concord::proto::etcdserverpb::{
     self as pb, CompactionRequest, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest,
-    LeaseRevokeRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    LeaseRevokeRequest, MemberAddRequest, MemberListRequest, MemberPromoteRequest,
+    MemberRemoveRequest, MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
     WatchCreateRequest, WatchRequest,
 };
 use concord::proto::mvccpb;
@@ -56,7 +58,7 @@ use tokio::madsim::rand::{thread_rng, Rng};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::world::{client_url, World};
+use crate::world::{client_url, peer_url, World};
 
 /// After healing, the cluster must serve a write and a read within this.
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(30);
@@ -84,9 +86,11 @@ pub enum Fault {
     Pause,
     SlowNetwork,
     TransferLeader,
+    SlowDisk,
+    Reconfigure,
 }
 
-const ALL_FAULTS: [Fault; 7] = [
+const ALL_FAULTS: [Fault; 9] = [
     Fault::Crash,
     Fault::Isolate,
     Fault::Partition,
@@ -94,6 +98,8 @@ const ALL_FAULTS: [Fault; 7] = [
     Fault::Pause,
     Fault::SlowNetwork,
     Fault::TransferLeader,
+    Fault::SlowDisk,
+    Fault::Reconfigure,
 ];
 
 impl Options {
@@ -177,7 +183,9 @@ impl std::fmt::Display for Report {
 /// What the tasks of a run share.
 struct Shared {
     start: Instant,
-    members: usize,
+    /// Member slots in the cluster as far as the nemesis knows (it adds
+    /// and removes members).
+    active: Mutex<Vec<usize>>,
     history: Mutex<Vec<Op>>,
     next_op: Mutex<u64>,
     recorder: Mutex<Recorder>,
@@ -223,6 +231,16 @@ impl Shared {
         });
     }
 
+    fn active(&self) -> Vec<usize> {
+        self.active.lock().expect("lock").clone()
+    }
+
+    /// A random member in the cluster.
+    fn pick(&self, rng: &mut impl Rng) -> usize {
+        let active = self.active.lock().expect("lock");
+        active[rng.gen_range(0..active.len())]
+    }
+
     fn recorded_revision(&self) -> i64 {
         self.recorder.lock().expect("lock").last()
     }
@@ -238,11 +256,11 @@ async fn connect(i: usize) -> Option<Channel> {
 
 /// Runs one chaos simulation in the current madsim runtime.
 pub async fn run(opts: Options) -> Report {
-    let w = World::start(opts.members);
+    let mut w = World::start(opts.members);
     let seed = w.handle.seed();
     let shared = Arc::new(Shared {
         start: Instant::now(),
-        members: opts.members,
+        active: Mutex::new((0..opts.members).collect()),
         history: Mutex::default(),
         next_op: Mutex::default(),
         recorder: Mutex::default(),
@@ -265,7 +283,7 @@ pub async fn run(opts: Options) -> Report {
         clients.push(client.spawn(run_client(shared.clone(), c, fault_end)));
     }
     let watcher = client.spawn(run_watcher(shared.clone(), fault_end));
-    report.faults_applied = run_nemesis(&w, &opts, fault_end).await;
+    report.faults_applied = run_nemesis(&mut w, &opts, &shared, fault_end).await;
     for c in clients {
         let _ = c.await;
     }
@@ -273,7 +291,7 @@ pub async fn run(opts: Options) -> Report {
 
     // Everything is healed: the cluster must come back.
     let live = client
-        .spawn(liveness(shared.clone(), opts.members))
+        .spawn(liveness(shared.clone()))
         .await
         .unwrap_or(false);
     if !live {
@@ -282,7 +300,7 @@ pub async fn run(opts: Options) -> Report {
         ));
     }
     let finals = client
-        .spawn(converge(shared.clone(), opts.members))
+        .spawn(converge(shared.clone(), w.members.len()))
         .await
         .unwrap_or_default();
     monitor.abort();
@@ -293,18 +311,25 @@ pub async fn run(opts: Options) -> Report {
 }
 
 /// Applies enabled faults one after another until `end`, undoing each.
-async fn run_nemesis(w: &World, opts: &Options, end: Instant) -> Vec<String> {
+async fn run_nemesis(
+    w: &mut World,
+    opts: &Options,
+    shared: &Arc<Shared>,
+    end: Instant,
+) -> Vec<String> {
     let faults: Vec<Fault> = opts.faults.iter().copied().collect();
-    let n = opts.members;
     let mut applied = Vec::new();
+    let mut adds = 0;
     while Instant::now() < end {
+        let active = shared.active();
+        let n = active.len();
         let (gap, fault, target, other, hold) = {
             let mut rng = thread_rng();
             (
                 Duration::from_millis(rng.gen_range(100..1500)),
                 faults[rng.gen_range(0..faults.len())],
-                rng.gen_range(0..n),
-                rng.gen_range(0..n),
+                shared.pick(&mut rng),
+                shared.pick(&mut rng),
                 Duration::from_millis(rng.gen_range(300..4000)),
             )
         };
@@ -314,7 +339,7 @@ async fn run_nemesis(w: &World, opts: &Options, end: Instant) -> Vec<String> {
             && thread_rng().gen_bool(0.5)
         {
             w.client
-                .spawn(find_leader(n))
+                .spawn(find_leader(active.clone()))
                 .await
                 .ok()
                 .flatten()
@@ -336,12 +361,15 @@ async fn run_nemesis(w: &World, opts: &Options, end: Instant) -> Vec<String> {
             }
             Fault::Partition => {
                 // A random minority on one side.
-                let minority: BTreeSet<usize> = (0..n)
+                let minority: BTreeSet<usize> = active
+                    .iter()
+                    .copied()
                     .filter(|_| thread_rng().gen_bool(0.4))
                     .take((n - 1) / 2)
                     .collect();
-                let cut: Vec<(usize, usize)> = (0..n)
-                    .flat_map(|a| (0..n).map(move |b| (a, b)))
+                let cut: Vec<(usize, usize)> = active
+                    .iter()
+                    .flat_map(|a| active.iter().map(move |b| (*a, *b)))
                     .filter(|(a, b)| minority.contains(a) != minority.contains(b))
                     .collect();
                 for (a, b) in &cut {
@@ -378,7 +406,61 @@ async fn run_nemesis(w: &World, opts: &Options, end: Instant) -> Vec<String> {
                 net.update_config(|c| *c = Default::default());
             }
             Fault::TransferLeader => {
-                let _ = w.client.spawn(transfer_leader(n, target)).await;
+                let _ = w.client.spawn(transfer_leader(active, target)).await;
+            }
+            Fault::Reconfigure => {
+                // Above the starting size remove a member, else add one
+                // (a learner, promoted once it can be).
+                if n > opts.members {
+                    let Some(id) = w.client.spawn(member_id(target)).await.ok().flatten() else {
+                        continue;
+                    };
+                    let removed = w
+                        .client
+                        .spawn(cluster_call(active.clone(), ClusterOp::Remove(id)))
+                        .await
+                        .ok()
+                        .flatten();
+                    if removed.is_some() {
+                        shared.active.lock().expect("lock").retain(|m| *m != target);
+                        w.stop(target);
+                        applied.push(format!("remove({target})"));
+                    }
+                    continue;
+                }
+                if adds >= MEMBER_ADDS_MAX {
+                    continue;
+                }
+                adds += 1;
+                let slot = w.members.len();
+                let added = w
+                    .client
+                    .spawn(cluster_call(
+                        active.clone(),
+                        ClusterOp::AddLearner(peer_url(slot)),
+                    ))
+                    .await
+                    .ok()
+                    .flatten();
+                // Started even if the add's outcome is unknown: if it was
+                // not added, it does not start (as the daemon).
+                w.join(&active);
+                shared.active.lock().expect("lock").push(slot);
+                tokio::time::sleep(hold).await;
+                if let Some(id) = added {
+                    let _ = w
+                        .client
+                        .spawn(cluster_call(active.clone(), ClusterOp::Promote(id)))
+                        .await;
+                }
+                applied.push(format!("add({slot})"));
+                continue;
+            }
+            Fault::SlowDisk => {
+                let delay = Duration::from_millis(thread_rng().gen_range(5..50));
+                w.backends[target].set_persist_delay(delay);
+                tokio::time::sleep(hold).await;
+                w.backends[target].set_persist_delay(Duration::ZERO);
             }
         }
         applied.push(format!("{fault:?}({target})"));
@@ -386,9 +468,68 @@ async fn run_nemesis(w: &World, opts: &Options, end: Instant) -> Vec<String> {
     applied
 }
 
+/// At most this many members are added in one run.
+const MEMBER_ADDS_MAX: usize = 3;
+
+/// A membership change through the Cluster API.
+enum ClusterOp {
+    AddLearner(String),
+    Promote(u64),
+    Remove(u64),
+}
+
+/// Sends `op` to the members in turn (retrying a promotion refused while
+/// the learner catches up) for up to 10 s; the member ID it concerns when
+/// acknowledged.
+async fn cluster_call(members: Vec<usize>, op: ClusterOp) -> Option<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    while Instant::now() < deadline {
+        let i = members[attempt % members.len()];
+        attempt += 1;
+        let Some(ch) = connect(i).await else { continue };
+        let mut c = ClusterClient::new(ch);
+        let r = match &op {
+            ClusterOp::AddLearner(url) => tokio::time::timeout(
+                OP_TIMEOUT,
+                c.member_add(MemberAddRequest {
+                    peer_ur_ls: vec![url.clone()],
+                    is_learner: true,
+                }),
+            )
+            .await
+            .map(|r| r.map(|r| r.into_inner().member.map_or(0, |m| m.id))),
+            ClusterOp::Promote(id) => tokio::time::timeout(
+                OP_TIMEOUT,
+                c.member_promote(MemberPromoteRequest { id: *id }),
+            )
+            .await
+            .map(|r| r.map(|_| *id)),
+            ClusterOp::Remove(id) => {
+                tokio::time::timeout(OP_TIMEOUT, c.member_remove(MemberRemoveRequest { id: *id }))
+                    .await
+                    .map(|r| r.map(|_| *id))
+            }
+        };
+        match r {
+            Ok(Ok(id)) => return Some(id),
+            // An add or remove that timed out may have happened: retrying
+            // could do it twice, so only a promotion is retried blindly.
+            Ok(Err(_)) | Err(_) if !matches!(op, ClusterOp::Promote(_)) => return None,
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    None
+}
+
+/// Member `i`'s ID, as it reports it.
+async fn member_id(i: usize) -> Option<u64> {
+    crate::world::status(i).await.map(|(_, _, id)| id)
+}
+
 /// The member that says it leads, if one does.
-async fn find_leader(n: usize) -> Option<usize> {
-    for i in 0..n {
+async fn find_leader(members: Vec<usize>) -> Option<usize> {
+    for i in members {
         if let Some((lead, _, id)) = crate::world::status(i).await {
             if lead != 0 && lead == id {
                 return Some(i);
@@ -398,8 +539,8 @@ async fn find_leader(n: usize) -> Option<usize> {
     None
 }
 
-async fn transfer_leader(n: usize, to: usize) {
-    let Some(leader) = find_leader(n).await else {
+async fn transfer_leader(members: Vec<usize>, to: usize) {
+    let Some(leader) = find_leader(members).await else {
         return;
     };
     let Some((_, _, target_id)) = crate::world::status(to).await else {
@@ -417,7 +558,7 @@ async fn transfer_leader(n: usize, to: usize) {
 /// Polls every member for who it says leads which term.
 async fn run_monitor(shared: Arc<Shared>) {
     loop {
-        for i in 0..shared.members {
+        for i in shared.active() {
             if let Some((lead, term, id)) = crate::world::status(i).await {
                 if lead != 0 && lead == id {
                     shared
@@ -439,7 +580,8 @@ async fn run_monitor(shared: Arc<Shared>) {
 async fn run_recorder(shared: Arc<Shared>) {
     let mut member = 0;
     loop {
-        member = (member + 1) % shared.members;
+        let active = shared.active();
+        member = active[(active.iter().position(|m| *m == member).unwrap_or(0) + 1) % active.len()];
         let Some(ch) = connect(member).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -524,7 +666,7 @@ fn key(i: usize) -> Vec<u8> {
 
 /// What one client does: random requests to random members until `end`.
 async fn run_client(shared: Arc<Shared>, client: u64, end: Instant) {
-    let mut channels: Vec<Option<Channel>> = vec![None; shared.members];
+    let mut channels: BTreeMap<usize, Channel> = BTreeMap::new();
     let mut seen_mod: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
     let mut lease: Option<i64> = None;
     let mut n = 0u64;
@@ -532,17 +674,19 @@ async fn run_client(shared: Arc<Shared>, client: u64, end: Instant) {
         n += 1;
         let (member, call, think) = {
             let mut rng = thread_rng();
-            let member = rng.gen_range(0..shared.members);
+            let member = shared.pick(&mut rng);
             let call = gen_call(&mut rng, client, n, &seen_mod, lease, &shared);
             (member, call, Duration::from_millis(rng.gen_range(0..30)))
         };
-        if channels[member].is_none() {
-            channels[member] = connect(member).await;
-        }
-        let Some(ch) = channels[member].clone() else {
+        let ch = match channels.get(&member) {
+            Some(ch) => Some(ch.clone()),
+            None => connect(member).await,
+        };
+        let Some(ch) = ch else {
             tokio::time::sleep(think).await;
             continue;
         };
+        channels.insert(member, ch.clone());
         let invoke = shared.now();
         let result = tokio::time::timeout(OP_TIMEOUT, execute(ch, &call)).await;
         let (call, outcome) = match result {
@@ -552,12 +696,12 @@ async fn run_client(shared: Arc<Shared>, client: u64, end: Instant) {
             }
             Ok(Err(status)) => {
                 if status.message().contains("transport") {
-                    channels[member] = None;
+                    channels.remove(&member);
                 }
                 (call, outcome_of(&status))
             }
             Err(_) => {
-                channels[member] = None;
+                channels.remove(&member);
                 (call, Outcome::Unknown)
             }
         };
@@ -931,7 +1075,7 @@ async fn run_watcher(shared: Arc<Shared>, end: Instant) {
                 (key(rng.gen_range(0..KEYS)), Vec::new())
             };
             (
-                rng.gen_range(0..shared.members),
+                shared.pick(&mut rng),
                 watch_check::WatchSpec {
                     key,
                     range_end,
@@ -1024,14 +1168,15 @@ async fn watch_for(
 
 /// After healing: a write and a linearizable read must succeed within
 /// [`LIVENESS_BOUND`]. Both are recorded in the history.
-async fn liveness(shared: Arc<Shared>, members: usize) -> bool {
+async fn liveness(shared: Arc<Shared>) -> bool {
     let deadline = Instant::now() + LIVENESS_BOUND;
     let client = 1000;
     let mut attempt = 0u64;
     let mut wrote = false;
     while Instant::now() < deadline {
         attempt += 1;
-        let member = attempt as usize % members;
+        let active = shared.active();
+        let member = active[attempt as usize % active.len()];
         let Some(ch) = connect(member).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -1082,12 +1227,17 @@ struct Finals {
     recorded: bool,
 }
 
-async fn converge(shared: Arc<Shared>, members: usize) -> Finals {
+async fn converge(shared: Arc<Shared>, slots: usize) -> Finals {
     let deadline = Instant::now() + LIVENESS_BOUND;
     let mut finals = Finals::default();
     while Instant::now() < deadline {
+        // The cluster's members as one of them lists them.
+        let Some(members) = member_slots(&shared, slots).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
         let mut states = Vec::new();
-        for i in 0..members {
+        for &i in &members {
             let Some(ch) = connect(i).await else { break };
             let r = tokio::time::timeout(
                 OP_TIMEOUT,
@@ -1108,7 +1258,7 @@ async fn converge(shared: Arc<Shared>, members: usize) -> Finals {
                 ));
             }
         }
-        let all_equal = states.len() == members && states.iter().all(|s| s.1 == states[0].1);
+        let all_equal = states.len() == members.len() && states.iter().all(|s| s.1 == states[0].1);
         if all_equal {
             finals.converged = true;
             let rev = states[0].1;
@@ -1121,7 +1271,7 @@ async fn converge(shared: Arc<Shared>, members: usize) -> Finals {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            for i in 0..members {
+            for &i in &members {
                 if let Some(ch) = connect(i).await {
                     if let Ok(Ok(h)) = tokio::time::timeout(
                         OP_TIMEOUT,
@@ -1138,6 +1288,33 @@ async fn converge(shared: Arc<Shared>, members: usize) -> Finals {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     finals
+}
+
+/// The slots of the members a member of the cluster lists.
+async fn member_slots(shared: &Shared, slots: usize) -> Option<Vec<usize>> {
+    for i in shared.active() {
+        let Some(ch) = connect(i).await else { continue };
+        let Ok(Ok(list)) = tokio::time::timeout(
+            OP_TIMEOUT,
+            ClusterClient::new(ch).member_list(MemberListRequest::default()),
+        )
+        .await
+        else {
+            continue;
+        };
+        let urls: BTreeSet<String> = list
+            .into_inner()
+            .members
+            .into_iter()
+            .flat_map(|m| m.peer_ur_ls)
+            .collect();
+        return Some(
+            (0..slots)
+                .filter(|s| urls.contains(&peer_url(*s)))
+                .collect(),
+        );
+    }
+    None
 }
 
 fn check(shared: &Shared, finals: Finals, report: &mut Report) {

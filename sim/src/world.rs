@@ -14,6 +14,7 @@ use concord::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use concord::proto::etcdserverpb::StatusRequest;
 use concord::storage::mem::MemBackend;
 use concord::storage::Backend;
+use concord::transport::Dialer;
 use tokio::madsim::net::NetSim;
 use tokio::madsim::runtime::{Handle, NodeHandle};
 use tonic::transport::Channel;
@@ -29,13 +30,19 @@ pub fn client_url(i: usize) -> String {
     format!("http://{}:{CLIENT_PORT}", member_ip(i))
 }
 
-fn peer_url(i: usize) -> String {
+pub fn peer_url(i: usize) -> String {
     format!("http://{}:{PEER_PORT}", member_ip(i))
 }
 
-/// etcd's flags for member `i` of `n`.
+/// etcd's flags for member `i` of `n` starting a new cluster.
 pub fn member_args(i: usize, n: usize) -> Vec<String> {
     let initial: Vec<String> = (0..n).map(|j| format!("m{j}={}", peer_url(j))).collect();
+    args_for(i, &initial.join(","), "new")
+}
+
+/// etcd's flags for member `i` with `--initial-cluster initial` and
+/// `--initial-cluster-state state`.
+fn args_for(i: usize, initial: &str, state: &str) -> Vec<String> {
     [
         "--name",
         &format!("m{i}"),
@@ -48,7 +55,9 @@ pub fn member_args(i: usize, n: usize) -> Vec<String> {
         "--initial-advertise-peer-urls",
         &peer_url(i),
         "--initial-cluster",
-        &initial.join(","),
+        initial,
+        "--initial-cluster-state",
+        state,
         "--initial-cluster-token",
         "sim",
     ]
@@ -62,14 +71,30 @@ pub fn member_args(i: usize, n: usize) -> Vec<String> {
 async fn run_member(args: Vec<String>, backend: Arc<MemBackend>) {
     let cfg = Config::from_args_env(&args, &|_| None).expect("member flags");
     let backend: Arc<dyn Backend> = backend;
-    let (member, handle) = Member::open(
-        backend,
-        &node::bootstrap_of(&cfg),
-        node::member_config(&cfg),
-    )
-    .expect("member opens");
+    let mut bootstrap = node::bootstrap_of(&cfg);
+    let fresh = concord::cluster::Membership::load(backend.as_ref())
+        .expect("membership readable")
+        .is_none();
+    if cfg.initial_cluster_state == "existing" && fresh {
+        match node::fetch_existing(&cfg, &Dialer::plain()).await {
+            Ok(m) => bootstrap.existing = Some(m),
+            Err(e) => {
+                // As the daemon: a joiner nobody added (or nobody answers)
+                // does not start.
+                tracing::warn!(error = %e, "cannot join");
+                return;
+            }
+        }
+    }
+    let (member, handle) = match Member::open(backend, &bootstrap, node::member_config(&cfg)) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(error = %e, "member does not open");
+            return;
+        }
+    };
     let (member, peer_server) =
-        node::connect_peers(member, &handle, concord::transport::Dialer::plain()).expect("peers");
+        node::connect_peers(member, &handle, Dialer::plain()).expect("peers");
     tokio::spawn(async move {
         if let Err(e) = member.run().await {
             tracing::error!(error = %e, "member stopped");
@@ -98,6 +123,22 @@ async fn run_member(args: Vec<String>, backend: Arc<MemBackend>) {
     std::future::pending::<()>().await;
 }
 
+/// A madsim node running member `i` with `args` on `backend`; a restart
+/// runs it again on the same backend.
+fn member_node(
+    handle: &Handle,
+    i: usize,
+    args: Vec<String>,
+    backend: Arc<MemBackend>,
+) -> NodeHandle {
+    handle
+        .create_node()
+        .name(format!("m{i}"))
+        .ip(member_ip(i))
+        .init(move || run_member(args.clone(), backend.clone()))
+        .build()
+}
+
 pub struct World {
     pub handle: Handle,
     pub members: Vec<NodeHandle>,
@@ -118,15 +159,7 @@ impl World {
         let handle = Handle::current();
         let backends: Vec<Arc<MemBackend>> = (0..n).map(|_| Arc::new(MemBackend::new())).collect();
         let members = (0..n)
-            .map(|i| {
-                let backend = backends[i].clone();
-                handle
-                    .create_node()
-                    .name(format!("m{i}"))
-                    .ip(member_ip(i))
-                    .init(move || run_member(member_args(i, n), backend.clone()))
-                    .build()
-            })
+            .map(|i| member_node(&handle, i, member_args(i, n), backends[i].clone()))
             .collect();
         let client = handle
             .create_node()
@@ -139,6 +172,34 @@ impl World {
             backends,
             client,
         }
+    }
+
+    /// Starts a new member (the next slot, a new address: madsim does not
+    /// reuse them) on empty storage, joining the running cluster: `others`
+    /// are the members it may ask (etcd's `--initial-cluster-state
+    /// existing`). Returns its slot.
+    pub fn join(&mut self, others: &[usize]) -> usize {
+        let i = self.members.len();
+        let initial: Vec<String> = others
+            .iter()
+            .chain(std::iter::once(&i))
+            .map(|j| format!("m{j}={}", peer_url(*j)))
+            .collect();
+        let backend = Arc::new(MemBackend::new());
+        let node = member_node(
+            &self.handle,
+            i,
+            args_for(i, &initial.join(","), "existing"),
+            backend.clone(),
+        );
+        self.members.push(node);
+        self.backends.push(backend);
+        i
+    }
+
+    /// Stops member `i` for good (after it was removed from the cluster).
+    pub fn stop(&self, i: usize) {
+        self.handle.kill(self.members[i].id());
     }
 
     /// kill -9: the node stops and its storage loses what was not persisted.

@@ -1069,6 +1069,10 @@ async fn write_durable(backend: &Arc<dyn Backend>, b: Batch) -> Result<(), Stora
     }
     #[cfg(madsim)]
     {
+        let delay = backend.simulated_persist_delay();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         backend.write(b)?;
         backend.persist()
     }

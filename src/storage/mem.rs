@@ -26,6 +26,8 @@ struct State {
     pending: Vec<Batch>,
     poisoned: bool,
     fail_next_persist: bool,
+    /// Simulated fsync time (a slow disk).
+    persist_delay: std::time::Duration,
 }
 
 /// In-memory storage that loses unpersisted writes on [`MemBackend::crash`].
@@ -66,6 +68,12 @@ impl MemBackend {
         s.pending.clear();
         s.poisoned = false;
         s.fail_next_persist = false;
+    }
+
+    /// Fault injection: every fsync of the member on this backend takes
+    /// `delay` of simulated time from now on (ZERO: a fast disk again).
+    pub fn set_persist_delay(&self, delay: std::time::Duration) {
+        self.lock().persist_delay = delay;
     }
 
     /// Fault injection: the next `persist` fails (and poisons the backend).
@@ -178,6 +186,11 @@ impl ReadView for MemBackend {
 }
 
 impl Backend for MemBackend {
+    #[cfg(madsim)]
+    fn simulated_persist_delay(&self) -> std::time::Duration {
+        self.lock().persist_delay
+    }
+
     fn write(&self, batch: Batch) -> Result<()> {
         batch.check_keys()?;
         let mut s = self.lock();

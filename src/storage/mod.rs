@@ -242,4 +242,11 @@ pub trait Backend: ReadView {
     fn flush_for_restart(&self) -> Result<()> {
         Ok(())
     }
+    /// How long an fsync takes (simulation only: a slow disk is one of the
+    /// simulator's faults; the member waits this long, in simulated time,
+    /// before a durable write).
+    #[cfg(madsim)]
+    fn simulated_persist_delay(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
