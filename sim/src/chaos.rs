@@ -74,6 +74,8 @@ pub struct Options {
     pub clients: usize,
     pub fault_phase: Duration,
     pub faults: BTreeSet<Fault>,
+    /// How fast each member's clock runs (all 1.0 unless `ClockDrift`).
+    pub clock_rates: Vec<f64>,
 }
 
 /// The fault kinds the nemesis can use.
@@ -88,9 +90,12 @@ pub enum Fault {
     TransferLeader,
     SlowDisk,
     Reconfigure,
+    /// Not applied by the nemesis: each member's clock runs at its own
+    /// rate for the whole run.
+    ClockDrift,
 }
 
-const ALL_FAULTS: [Fault; 9] = [
+const ALL_FAULTS: [Fault; 10] = [
     Fault::Crash,
     Fault::Isolate,
     Fault::Partition,
@@ -100,6 +105,7 @@ const ALL_FAULTS: [Fault; 9] = [
     Fault::TransferLeader,
     Fault::SlowDisk,
     Fault::Reconfigure,
+    Fault::ClockDrift,
 ];
 
 impl Options {
@@ -115,11 +121,22 @@ impl Options {
         if faults.is_empty() {
             faults.insert(ALL_FAULTS[rng.gen_range(0..ALL_FAULTS.len())]);
         }
+        let members = if rng.gen_bool(0.7) { 3 } else { 5 };
+        let clock_rates = (0..members)
+            .map(|_| {
+                if faults.contains(&Fault::ClockDrift) {
+                    rng.gen_range(0.8..1.25)
+                } else {
+                    1.0
+                }
+            })
+            .collect();
         Options {
-            members: if rng.gen_bool(0.7) { 3 } else { 5 },
+            members,
             clients: rng.gen_range(3..=5),
             fault_phase: Duration::from_secs(15),
             faults,
+            clock_rates,
         }
     }
 }
@@ -256,7 +273,7 @@ async fn connect(i: usize) -> Option<Channel> {
 
 /// Runs one chaos simulation in the current madsim runtime.
 pub async fn run(opts: Options) -> Report {
-    let mut w = World::start(opts.members);
+    let mut w = World::start_with_clocks(&opts.clock_rates);
     let seed = w.handle.seed();
     let shared = Arc::new(Shared {
         start: Instant::now(),
@@ -317,8 +334,17 @@ async fn run_nemesis(
     shared: &Arc<Shared>,
     end: Instant,
 ) -> Vec<String> {
-    let faults: Vec<Fault> = opts.faults.iter().copied().collect();
+    let faults: Vec<Fault> = opts
+        .faults
+        .iter()
+        .copied()
+        .filter(|f| *f != Fault::ClockDrift)
+        .collect();
     let mut applied = Vec::new();
+    if faults.is_empty() {
+        tokio::time::sleep_until(end).await;
+        return applied;
+    }
     let mut adds = 0;
     while Instant::now() < end {
         let active = shared.active();
@@ -456,6 +482,7 @@ async fn run_nemesis(
                 applied.push(format!("add({slot})"));
                 continue;
             }
+            Fault::ClockDrift => unreachable!("not a nemesis fault"),
             Fault::SlowDisk => {
                 let delay = Duration::from_millis(thread_rng().gen_range(5..50));
                 w.backends[target].set_persist_delay(delay);
@@ -1232,7 +1259,7 @@ async fn converge(shared: Arc<Shared>, slots: usize) -> Finals {
     let mut finals = Finals::default();
     while Instant::now() < deadline {
         // The cluster's members as one of them lists them.
-        let Some(members) = member_slots(&shared, slots).await else {
+        let Some(members) = member_slots(slots).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -1259,6 +1286,10 @@ async fn converge(shared: Arc<Shared>, slots: usize) -> Finals {
             }
         }
         let all_equal = states.len() == members.len() && states.iter().all(|s| s.1 == states[0].1);
+        if std::env::var_os("CONCORD_SIM_DEBUG").is_some() {
+            let revs: Vec<(u64, i64)> = states.iter().map(|s| (s.0, s.1)).collect();
+            eprintln!("converge: members {members:?} at {revs:?}");
+        }
         if all_equal {
             finals.converged = true;
             let rev = states[0].1;
@@ -1290,31 +1321,29 @@ async fn converge(shared: Arc<Shared>, slots: usize) -> Finals {
     finals
 }
 
-/// The slots of the members a member of the cluster lists.
-async fn member_slots(shared: &Shared, slots: usize) -> Option<Vec<usize>> {
-    for i in shared.active() {
-        let Some(ch) = connect(i).await else { continue };
-        let Ok(Ok(list)) = tokio::time::timeout(
-            OP_TIMEOUT,
-            ClusterClient::new(ch).member_list(MemberListRequest::default()),
-        )
-        .await
-        else {
-            continue;
-        };
-        let urls: BTreeSet<String> = list
-            .into_inner()
-            .members
-            .into_iter()
-            .flat_map(|m| m.peer_ur_ls)
-            .collect();
-        return Some(
-            (0..slots)
-                .filter(|s| urls.contains(&peer_url(*s)))
-                .collect(),
-        );
-    }
-    None
+/// The slots of the members the leader lists (a removed member, still
+/// answering, would list the members it knew).
+async fn member_slots(slots: usize) -> Option<Vec<usize>> {
+    let leader = find_leader((0..slots).collect()).await?;
+    let ch = connect(leader).await?;
+    let list = tokio::time::timeout(
+        OP_TIMEOUT,
+        ClusterClient::new(ch).member_list(MemberListRequest::default()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let urls: BTreeSet<String> = list
+        .into_inner()
+        .members
+        .into_iter()
+        .flat_map(|m| m.peer_ur_ls)
+        .collect();
+    Some(
+        (0..slots)
+            .filter(|s| urls.contains(&peer_url(*s)))
+            .collect(),
+    )
 }
 
 fn check(shared: &Shared, finals: Finals, report: &mut Report) {

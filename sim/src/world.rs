@@ -68,7 +68,7 @@ fn args_for(i: usize, initial: &str, state: &str) -> Vec<String> {
 
 /// Runs one member until its node is killed: the daemon's wiring
 /// (`concord::node`) on the in-memory backend and simulated sockets.
-async fn run_member(args: Vec<String>, backend: Arc<MemBackend>) {
+async fn run_member(args: Vec<String>, backend: Arc<MemBackend>, clock_rate: f64) {
     let cfg = Config::from_args_env(&args, &|_| None).expect("member flags");
     let backend: Arc<dyn Backend> = backend;
     let mut bootstrap = node::bootstrap_of(&cfg);
@@ -76,17 +76,24 @@ async fn run_member(args: Vec<String>, backend: Arc<MemBackend>) {
         .expect("membership readable")
         .is_none();
     if cfg.initial_cluster_state == "existing" && fresh {
-        match node::fetch_existing(&cfg, &Dialer::plain()).await {
-            Ok(m) => bootstrap.existing = Some(m),
-            Err(e) => {
-                // As the daemon: a joiner nobody added (or nobody answers)
-                // does not start.
-                tracing::warn!(error = %e, "cannot join");
-                return;
+        // The daemon exits when nobody lists it (yet) or nobody answers;
+        // here a supervisor starts it again a second later, until it joins.
+        loop {
+            match node::fetch_existing(&cfg, &Dialer::plain()).await {
+                Ok(m) => {
+                    bootstrap.existing = Some(m);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot join yet");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }
-    let (member, handle) = match Member::open(backend, &bootstrap, node::member_config(&cfg)) {
+    let mut member_cfg = node::member_config(&cfg);
+    member_cfg.clock_rate = clock_rate;
+    let (member, handle) = match Member::open(backend, &bootstrap, member_cfg) {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(error = %e, "member does not open");
@@ -130,12 +137,13 @@ fn member_node(
     i: usize,
     args: Vec<String>,
     backend: Arc<MemBackend>,
+    clock_rate: f64,
 ) -> NodeHandle {
     handle
         .create_node()
         .name(format!("m{i}"))
         .ip(member_ip(i))
-        .init(move || run_member(args.clone(), backend.clone()))
+        .init(move || run_member(args.clone(), backend.clone(), clock_rate))
         .build()
 }
 
@@ -151,6 +159,13 @@ pub struct World {
 impl World {
     /// `n` members, started at once, and a client node.
     pub fn start(n: usize) -> World {
+        World::start_with_clocks(&vec![1.0; n])
+    }
+
+    /// One member per entry of `clock_rates` (how fast its clock runs
+    /// against the simulation's: clock drift), and a client node.
+    pub fn start_with_clocks(clock_rates: &[f64]) -> World {
+        let n = clock_rates.len();
         // Logs to the test output, filtered by RUST_LOG (e.g. concord=debug).
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
@@ -159,7 +174,15 @@ impl World {
         let handle = Handle::current();
         let backends: Vec<Arc<MemBackend>> = (0..n).map(|_| Arc::new(MemBackend::new())).collect();
         let members = (0..n)
-            .map(|i| member_node(&handle, i, member_args(i, n), backends[i].clone()))
+            .map(|i| {
+                member_node(
+                    &handle,
+                    i,
+                    member_args(i, n),
+                    backends[i].clone(),
+                    clock_rates[i],
+                )
+            })
             .collect();
         let client = handle
             .create_node()
@@ -191,6 +214,7 @@ impl World {
             i,
             args_for(i, &initial.join(","), "existing"),
             backend.clone(),
+            1.0,
         );
         self.members.push(node);
         self.backends.push(backend);

@@ -114,6 +114,21 @@ pub struct MemberConfig {
     pub request_timeout: Duration,
     /// Seed of raft's election timeout randomisation.
     pub raft_seed: u64,
+    /// Simulated clock drift: this member's clock runs at this rate of the
+    /// simulation's time (its ticks come that much more often and lease
+    /// time passes that much faster). Simulations only.
+    #[cfg(madsim)]
+    pub clock_rate: f64,
+}
+
+impl MemberConfig {
+    /// How long `d` of this member's clock takes in real (or simulated) time.
+    fn on_clock(&self, d: Duration) -> Duration {
+        #[cfg(madsim)]
+        return d.div_f64(self.clock_rate);
+        #[cfg(not(madsim))]
+        d
+    }
 }
 
 impl Default for MemberConfig {
@@ -129,6 +144,8 @@ impl Default for MemberConfig {
             heartbeat_interval: Duration::from_millis(100),
             request_timeout: Duration::from_millis(7000),
             raft_seed: 0,
+            #[cfg(madsim)]
+            clock_rate: 1.0,
         }
     }
 }
@@ -174,7 +191,11 @@ impl Shared {
         self.membership.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Time on this member's clock since it started.
     fn now(&self) -> Duration {
+        #[cfg(madsim)]
+        return self.clock.elapsed().mul_f64(self.cfg.clock_rate);
+        #[cfg(not(madsim))]
         self.clock.elapsed()
     }
 }
@@ -482,7 +503,9 @@ pub struct Member {
     queued_reads: Vec<ReadReply>,
     next_read_ctx: u64,
     /// Reads waiting for raft's read state, by context.
-    pending_reads: HashMap<u64, (tokio::time::Instant, Vec<ReadReply>)>,
+    /// Ordered (not hashed) so that retries and failures go out in one
+    /// order every run: simulations replay exactly.
+    pending_reads: BTreeMap<u64, (tokio::time::Instant, Vec<ReadReply>)>,
     /// Reads waiting for the applied index to reach their read index.
     read_waiters: BTreeMap<u64, Vec<ReadReply>>,
     /// MoveLeader requests waiting for their target to lead.
@@ -625,7 +648,7 @@ impl Member {
             physical_waiters: Vec::new(),
             queued_reads: Vec::new(),
             next_read_ctx: 1,
-            pending_reads: HashMap::new(),
+            pending_reads: BTreeMap::new(),
             read_waiters: BTreeMap::new(),
             transfers: Vec::new(),
             removed: false,
@@ -651,7 +674,9 @@ impl Member {
         let result = self.run_inner().await;
         self.shared.stopped.store(true, Ordering::Release);
         if let Err(e) = &result {
-            tracing::error!(error = %e, "member stopped on a storage failure");
+            if !matches!(e, MemberError::Removed) {
+                tracing::error!(error = %e, "member stopped on a storage failure");
+            }
         }
         if let Some(t) = &self.transport {
             t.stop();
@@ -667,9 +692,11 @@ impl Member {
     }
 
     async fn run_inner(&mut self) -> Result<(), MemberError> {
-        let mut tick = tokio::time::interval(self.shared.cfg.heartbeat_interval);
+        let cfg = &self.shared.cfg;
+        let mut tick = tokio::time::interval(cfg.on_clock(cfg.heartbeat_interval));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut next_lease_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
+        let lease_tick = cfg.on_clock(cfg.lease_tick);
+        let mut next_lease_tick = tokio::time::Instant::now() + lease_tick;
         loop {
             self.process_ready().await?;
             if self.removed {
@@ -701,7 +728,7 @@ impl Member {
             self.issue_read_index();
             if tokio::time::Instant::now() >= next_lease_tick {
                 self.lease_tick();
-                next_lease_tick = tokio::time::Instant::now() + self.shared.cfg.lease_tick;
+                next_lease_tick = tokio::time::Instant::now() + lease_tick;
             }
         }
     }
@@ -971,7 +998,7 @@ impl Member {
         if was != ss.leader_id && was != 0 {
             // Reads waiting for the old leader's confirmation will not get
             // it: etcd answers them "leader changed" (clients retry).
-            for (_, (_, readers)) in self.pending_reads.drain() {
+            for (_, (_, readers)) in std::mem::take(&mut self.pending_reads) {
                 for r in readers {
                     let _ = r.send(Err(MemberError::LeaderChanged));
                 }
