@@ -154,6 +154,9 @@ pub struct Report {
     pub stats: Option<concord_check::Stats>,
     /// Each violation as "<checker> <kind>: <detail>".
     pub violations: Vec<String>,
+    /// A digest of the whole run as observed (every op with its times and
+    /// outcome, the log, the faults): two runs of one seed must agree.
+    pub digest: u64,
 }
 
 impl Report {
@@ -183,6 +186,7 @@ impl std::fmt::Display for Report {
         if let Some(s) = &self.stats {
             writeln!(f, "checked: {s:?}")?;
         }
+        writeln!(f, "digest {:016x}", self.digest)?;
         for v in &self.violations {
             writeln!(f, "VIOLATION {v}")?;
         }
@@ -308,7 +312,7 @@ pub async fn run(opts: Options) -> Report {
 
     // Everything is healed: the cluster must come back.
     let live = client
-        .spawn(liveness(shared.clone()))
+        .spawn(liveness(shared.clone(), w.members.len()))
         .await
         .unwrap_or(false);
     if !live {
@@ -435,22 +439,36 @@ async fn run_nemesis(
                 let _ = w.client.spawn(transfer_leader(active, target)).await;
             }
             Fault::Reconfigure => {
-                // Above the starting size remove a member, else add one
-                // (a learner, promoted once it can be).
-                if n > opts.members {
-                    let Some(id) = w.client.spawn(member_id(target)).await.ok().flatten() else {
+                // The membership as the leader lists it (an add or remove
+                // whose outcome was unknown may or may not have happened);
+                // above the starting size remove a member, else add one (a
+                // learner, promoted once it can be).
+                let Some(listed) = w
+                    .client
+                    .spawn(member_slots(w.members.len()))
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|l| !l.is_empty())
+                else {
+                    continue;
+                };
+                *shared.active.lock().expect("lock") = listed.clone();
+                if listed.len() > opts.members {
+                    let victim = listed[thread_rng().gen_range(0..listed.len())];
+                    let Some(id) = w.client.spawn(member_id(victim)).await.ok().flatten() else {
                         continue;
                     };
                     let removed = w
                         .client
-                        .spawn(cluster_call(active.clone(), ClusterOp::Remove(id)))
+                        .spawn(cluster_call(listed.clone(), ClusterOp::Remove(id)))
                         .await
                         .ok()
                         .flatten();
                     if removed.is_some() {
-                        shared.active.lock().expect("lock").retain(|m| *m != target);
-                        w.stop(target);
-                        applied.push(format!("remove({target})"));
+                        shared.active.lock().expect("lock").retain(|m| *m != victim);
+                        w.stop(victim);
+                        applied.push(format!("remove({victim})"));
                     }
                     continue;
                 }
@@ -462,21 +480,24 @@ async fn run_nemesis(
                 let added = w
                     .client
                     .spawn(cluster_call(
-                        active.clone(),
+                        listed.clone(),
                         ClusterOp::AddLearner(peer_url(slot)),
                     ))
                     .await
                     .ok()
                     .flatten();
-                // Started even if the add's outcome is unknown: if it was
-                // not added, it does not start (as the daemon).
-                w.join(&active);
-                shared.active.lock().expect("lock").push(slot);
+                // Started even if the add's outcome is unknown: it joins
+                // once the add is applied (never, if it was not); clients
+                // use it once acknowledged or listed.
+                w.join(&listed);
+                if added.is_some() {
+                    shared.active.lock().expect("lock").push(slot);
+                }
                 tokio::time::sleep(hold).await;
                 if let Some(id) = added {
                     let _ = w
                         .client
-                        .spawn(cluster_call(active.clone(), ClusterOp::Promote(id)))
+                        .spawn(cluster_call(listed, ClusterOp::Promote(id)))
                         .await;
                 }
                 applied.push(format!("add({slot})"));
@@ -1195,15 +1216,15 @@ async fn watch_for(
 
 /// After healing: a write and a linearizable read must succeed within
 /// [`LIVENESS_BOUND`]. Both are recorded in the history.
-async fn liveness(shared: Arc<Shared>) -> bool {
+async fn liveness(shared: Arc<Shared>, slots: usize) -> bool {
     let deadline = Instant::now() + LIVENESS_BOUND;
     let client = 1000;
     let mut attempt = 0u64;
     let mut wrote = false;
     while Instant::now() < deadline {
         attempt += 1;
-        let active = shared.active();
-        let member = active[attempt as usize % active.len()];
+        // Every member ever started, in turn (a removed one fails).
+        let member = attempt as usize % slots;
         let Some(ch) = connect(member).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -1355,6 +1376,10 @@ fn check(shared: &Shared, finals: Finals, report: &mut Report) {
         .filter(|o| matches!(o.outcome, Outcome::Unknown))
         .count();
     report.log_revisions = recorder.entries.len();
+    report.digest = digest(&format!(
+        "{history:?}{:?}{:?}",
+        recorder.entries, report.faults_applied
+    ));
     let v = &mut report.violations;
     for p in &recorder.problems {
         v.push(format!("watch:Recorder: {p}"));
@@ -1439,6 +1464,13 @@ fn check(shared: &Shared, finals: Finals, report: &mut Report) {
             }
         }
     }
+}
+
+/// FNV-1a: a stable hash (std's is seeded per process).
+fn digest(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn watch_kind(v: &watch_check::Violation) -> &'static str {

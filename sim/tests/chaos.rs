@@ -53,3 +53,12 @@ fn regression_a_removed_member_does_not_define_the_cluster() {
 fn regression_a_joiner_retries_until_its_add_is_applied() {
     replay(52);
 }
+
+/// Two member adds whose outcome was unknown (never applied) were counted
+/// as members, so the nemesis removed two real ones and left one voter.
+/// The nemesis now takes the membership from the leader's list before
+/// each change.
+#[test]
+fn regression_unknown_adds_do_not_shrink_the_cluster() {
+    replay(5000450);
+}

@@ -48,6 +48,7 @@ etcd_errors! {
     LEASE_TTL_TOO_LARGE = OutOfRange, "etcdserver: too large lease TTL";
     NO_LEADER = Unavailable, "etcdserver: no leader";
     REQUEST_TIMEOUT = Unavailable, "etcdserver: request timed out";
+    REQUEST_TIMEOUT_LEADER_FAIL = Unavailable, "etcdserver: request timed out, possibly due to previous leader failure";
     LEADER_CHANGED = Unavailable, "etcdserver: leader changed";
     STOPPED = Unavailable, "etcdserver: server stopped";
     NOT_LEADER = FailedPrecondition, "etcdserver: not leader";
@@ -108,6 +109,7 @@ pub fn member_status(e: &MemberError) -> Status {
         MemberError::BadTransferee => BAD_LEADER_TRANSFEREE.status(),
         MemberError::TransferTimeout => LEADER_TRANSFER_TIMEOUT.status(),
         MemberError::Timeout => REQUEST_TIMEOUT.status(),
+        MemberError::TimeoutLeaderFail => REQUEST_TIMEOUT_LEADER_FAIL.status(),
         other => {
             tracing::error!(error = %other, "member failure while serving a request");
             STOPPED.status()

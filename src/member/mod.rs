@@ -79,6 +79,10 @@ pub enum MemberError {
     NoLeader,
     #[error("request timed out")]
     Timeout,
+    /// A timeout of a request that started shortly before a new leader
+    /// was elected (etcd's ErrTimeoutDueToLeaderFail).
+    #[error("request timed out, possibly due to previous leader failure")]
+    TimeoutLeaderFail,
     #[error("not leader")]
     NotLeader,
     #[error("leader changed")]
@@ -170,6 +174,9 @@ struct Shared {
     applied: AtomicU64,
     term: AtomicU64,
     leader: AtomicU64,
+    /// When (on `clock`, in ns; 0: never) this member last saw a new
+    /// leader elected.
+    leader_elected_at: AtomicU64,
     stopped: AtomicBool,
     next_id: AtomicU64,
     cfg: MemberConfig,
@@ -321,14 +328,27 @@ impl Handle {
             });
         }
         let (reply, rx) = oneshot::channel();
+        let started = self.shared.clock.elapsed();
         self.tx
             .send(Input::Propose(Proposal { id, data, reply }))
             .await
             .map_err(|_| MemberError::Stopped)?;
         match tokio::time::timeout(self.shared.cfg.request_timeout, rx).await {
             Ok(r) => r.map_err(|_| MemberError::Stopped)?,
-            Err(_) => Err(MemberError::Timeout),
+            Err(_) => Err(self.timeout_error(started)),
         }
+    }
+
+    /// etcd's choice of timeout error: a request that started within two
+    /// election timeouts before a new leader was elected most likely died
+    /// with the previous leader.
+    fn timeout_error(&self, started: Duration) -> MemberError {
+        let elected = self.shared.leader_elected_at.load(Ordering::Acquire);
+        timeout_error(
+            started,
+            Duration::from_nanos(elected),
+            self.shared.cfg.election_timeout,
+        )
     }
 
     /// Waits until a linearizable read may be served from the local store:
@@ -427,7 +447,9 @@ impl Handle {
                 .await
             {
                 Ok(_) => return Ok(()),
-                Err(MemberError::NoLeader | MemberError::Timeout) => {
+                Err(
+                    MemberError::NoLeader | MemberError::Timeout | MemberError::TimeoutLeaderFail,
+                ) => {
                     tokio::time::sleep(self.shared.cfg.heartbeat_interval).await;
                 }
                 Err(e) => return Err(e),
@@ -634,6 +656,7 @@ impl Member {
             applied: AtomicU64::new(applied),
             term: AtomicU64::new(hard_state.term),
             leader: AtomicU64::new(0),
+            leader_elected_at: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             cfg,
         });
@@ -981,6 +1004,12 @@ impl Member {
             let _ = reply.send(Ok(()));
         }
         let was = self.shared.leader.swap(ss.leader_id, Ordering::AcqRel);
+        if was != ss.leader_id && ss.leader_id != 0 {
+            let at = self.shared.clock.elapsed().as_nanos() as u64;
+            self.shared
+                .leader_elected_at
+                .store(at.max(1), Ordering::Release);
+        }
         if was != ss.leader_id {
             tracing::info!(
                 leader = format!("{:x}", ss.leader_id),
@@ -1080,6 +1109,19 @@ impl Member {
     }
 }
 
+/// The error of a request that started at `started` and timed out, when
+/// the last leader was elected at `elected` (ZERO: never): etcd blames the
+/// previous leader if the request started at most two election timeouts
+/// before the election.
+fn timeout_error(started: Duration, elected: Duration, election_timeout: Duration) -> MemberError {
+    let window = 2 * election_timeout;
+    if !elected.is_zero() && started <= elected && started + window >= elected {
+        MemberError::TimeoutLeaderFail
+    } else {
+        MemberError::Timeout
+    }
+}
+
 /// Writes and fsyncs a batch. The fsync may take milliseconds, so it runs
 /// off the runtime's threads (under madsim the backend is in memory and
 /// blocking tasks are not simulated: inline).
@@ -1118,5 +1160,30 @@ fn proposal_error(e: concord_raft::Error) -> MemberError {
     match e {
         concord_raft::Error::ProposalDropped(_) => MemberError::NoLeader,
         other => MemberError::Raft(other),
+    }
+}
+
+#[cfg(test)]
+mod timeout_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_blamed_on_the_previous_leader_only_near_an_election() {
+        let s = Duration::from_secs;
+        let et = s(1);
+        let blame = |started, elected| {
+            matches!(
+                timeout_error(s(started), s(elected), et),
+                MemberError::TimeoutLeaderFail
+            )
+        };
+        // No election seen: a plain timeout.
+        assert!(!blame(10, 0));
+        // Started 0..=2 election timeouts before the election.
+        assert!(blame(10, 10));
+        assert!(blame(10, 12));
+        assert!(!blame(10, 13));
+        // Started after the election: the new leader did not answer.
+        assert!(!blame(11, 10));
     }
 }
