@@ -18,6 +18,23 @@ pub enum Bug {
     /// The watch hub drops the events of every 7th revision for synced
     /// watchers.
     SkipWatchEvents,
+    /// Raft's election timer is seeded from a heap address, which differs
+    /// from one process to the next: a replay is no longer identical.
+    Nondeterminism,
+}
+
+impl Bug {
+    /// The bug named `name` (its variant's name).
+    pub fn from_name(name: &str) -> Option<Bug> {
+        [
+            Bug::StaleReads,
+            Bug::CommitWithoutQuorum,
+            Bug::SkipWatchEvents,
+            Bug::Nondeterminism,
+        ]
+        .into_iter()
+        .find(|b| format!("{b:?}") == name)
+    }
 }
 
 thread_local! {

@@ -7,8 +7,14 @@
 use concord_sim::chaos::{self, Options};
 use tokio::madsim::runtime::Runtime;
 
+/// `CONCORD_SIM_PLANT=<Bug>` runs it with a planted bug (the replay
+/// check's own proof uses `Nondeterminism`).
 #[tokio::test]
 async fn chaos() {
+    if let Ok(name) = std::env::var("CONCORD_SIM_PLANT") {
+        let bug = concord::planted::Bug::from_name(&name).expect("a planted bug's name");
+        concord::planted::set(Some(bug));
+    }
     let report = chaos::run(Options::from_seed()).await;
     eprintln!("{report}");
     assert!(report.violations.is_empty(), "{report}");

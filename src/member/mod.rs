@@ -604,7 +604,8 @@ impl Member {
         let applied = read_applied(backend.as_ref())?;
         let hard_state = raft_log.hard_state();
         let sole_voter = raft_log.conf_state().voters == [membership.local_id];
-        let raft_cfg = concord_raft::Config {
+        #[allow(unused_mut)]
+        let mut raft_cfg = concord_raft::Config {
             election_tick: ticks(cfg.election_timeout, cfg.heartbeat_interval),
             heartbeat_tick: 1,
             applied,
@@ -619,6 +620,11 @@ impl Member {
             raft_log.set_snapshotter(Arc::new(move |_index, to| {
                 snapshot::create(backend.as_ref(), to)
             }));
+        }
+        #[cfg(madsim)]
+        if crate::planted::active(crate::planted::Bug::Nondeterminism) {
+            let probe = Box::new(0u8);
+            raft_cfg.seed ^= &*probe as *const u8 as u64;
         }
         let mut node = RawNode::new(&raft_cfg, raft_log)?;
         #[cfg(madsim)]
