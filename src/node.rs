@@ -101,8 +101,20 @@ pub async fn fetch_existing(cfg: &Config, dialer: &Dialer) -> Result<Membership,
     Err(ClusterError::NoReachablePeer(errors.join("; ")).into())
 }
 
-/// The gRPC router with every implemented etcd service.
-pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
+/// A client listener's TLS configuration.
+#[cfg(not(madsim))]
+pub type ServerTls = tonic::transport::ServerTlsConfig;
+/// Simulated members serve plain http (madsim's tonic has no TLS).
+#[cfg(madsim)]
+pub type ServerTls = std::convert::Infallible;
+
+/// The gRPC router with every implemented etcd service, serving TLS with
+/// `tls` (an https client URL).
+pub fn router(
+    member: &Handle,
+    cfg: &Config,
+    tls: Option<ServerTls>,
+) -> Result<tonic::transport::server::Router, tonic::transport::Error> {
     let recv = max_recv_bytes(cfg.max_request_bytes);
     // etcd's limits on every service: requests up to max-request-bytes +
     // 512 KiB, responses unbounded.
@@ -114,7 +126,15 @@ pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router
         };
     }
     let m = || member.clone();
-    tonic::transport::Server::builder()
+    #[allow(unused_mut)]
+    let mut builder = tonic::transport::Server::builder();
+    #[cfg(not(madsim))]
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    #[cfg(madsim)]
+    let _ = tls;
+    Ok(builder
         .max_concurrent_streams(Some(u32::MAX))
         .add_service(limited!(KvServer::new(KvService::new(
             m(),
@@ -127,7 +147,7 @@ pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router
         .add_service(limited!(LeaseServer::new(LeaseService::new(m()))))
         .add_service(limited!(WatchServer::new(WatchService::new(m()))))
         .add_service(limited!(LockServer::new(LockService::new(m()))))
-        .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
+        .add_service(limited!(ElectionServer::new(ElectionService::new(m())))))
 }
 
 /// Connects a member to its peers: raft messages go out through a

@@ -33,11 +33,11 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} URLs are not supported by concord yet (TLS comes with a later release)")]
+    #[error("{0} URLs are not supported by concord yet")]
     Scheme(String),
     #[error("cannot listen on TLS for {0}: KeyFile and CertFile are not presented")]
     NoTls(String),
-    #[error("peer TLS: {0}")]
+    #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("gRPC server failed: {0}")]
     Serve(String),
@@ -53,6 +53,7 @@ pub async fn run(
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let peer_tls = peer_tls(&cfg)?;
+    let client_tls = client_tls(&cfg)?;
     let dialer = match &peer_tls {
         Some(identity) => Dialer::with_tls(identity)?,
         None => Dialer::plain(),
@@ -68,6 +69,9 @@ pub async fn run(
         bootstrap.existing = Some(node::fetch_existing(&cfg, &dialer).await?);
     }
     let (member, handle) = Member::open(backend, &bootstrap, member_cfg)?;
+    if let Some(identity) = &client_tls {
+        handle.set_client_dialer(Dialer::with_tls(identity)?);
+    }
     tracing::info!(
         took_ms = t1.elapsed().as_millis() as u64,
         live_keys = handle.store().live_keys(),
@@ -85,8 +89,11 @@ pub async fn run(
 
     let mut listeners = Vec::new();
     for url in &cfg.listen_client_urls {
-        if url.scheme != "http" {
-            return Err(ServerError::Scheme(url.scheme.clone()));
+        match url.scheme.as_str() {
+            "http" => {}
+            "https" if client_tls.is_some() => {}
+            "https" => return Err(ServerError::NoTls(url.bind_addr())),
+            other => return Err(ServerError::Scheme(other.to_string())),
         }
         listeners.push((url.clone(), bind(url).await?));
     }
@@ -96,11 +103,21 @@ pub async fn run(
     for (url, listener) in listeners {
         let incoming = nodelay(listener);
         let mut stop = stop_rx.clone();
-        let serve =
-            node::router(&handle, &cfg).serve_with_incoming_shutdown(incoming, async move {
+        let tls = match (&client_tls, url.scheme.as_str()) {
+            (Some(identity), "https") => Some(identity.server_config()),
+            _ => None,
+        };
+        let secure = tls.is_some();
+        let serve = node::router(&handle, &cfg, tls)
+            .map_err(|e| ServerError::Serve(format!("client TLS: {e}")))?
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.wait_for(|s| *s).await;
             });
-        tracing::info!(address = %url.bind_addr(), "serving insecure client requests on {}, this is strongly discouraged!", url.bind_addr());
+        if secure {
+            tracing::info!(address = %url.bind_addr(), "serving client requests on {}", url.bind_addr());
+        } else {
+            tracing::info!(address = %url.bind_addr(), "serving insecure client requests on {}, this is strongly discouraged!", url.bind_addr());
+        }
         servers.push(tokio::spawn(serve));
     }
 
@@ -221,21 +238,45 @@ async fn bind_peer_listeners(
     Ok(out)
 }
 
+/// The client TLS identity from `--cert-file`, `--key-file`, ...; with
+/// `--auto-tls` a self-signed certificate for the client URLs' hosts in
+/// `<data-dir>/fixtures/client`, as etcd keeps it.
+fn client_tls(cfg: &Config) -> Result<Option<TlsIdentity>, ServerError> {
+    let urls = cfg
+        .listen_client_urls
+        .iter()
+        .chain(&cfg.advertise_client_urls);
+    tls_identity(cfg, "", &cfg.client_tls, "client", urls)
+}
+
 /// The peer TLS identity from `--peer-*` flags; with `--peer-auto-tls` a
 /// self-signed certificate for the peer URLs' hosts in
 /// `<data-dir>/fixtures/peer`, as etcd keeps it.
 fn peer_tls(cfg: &Config) -> Result<Option<TlsIdentity>, ServerError> {
-    let mut hosts: Vec<String> = cfg
+    let urls = cfg
         .listen_peer_urls
         .iter()
-        .chain(&cfg.initial_advertise_peer_urls)
+        .chain(&cfg.initial_advertise_peer_urls);
+    tls_identity(cfg, "peer-", &cfg.peer_tls, "peer", urls)
+}
+
+/// The identity `flags` (named with `prefix`) describe; a generated one
+/// lives in `<data-dir>/fixtures/<dir>` and names the hosts of `urls`.
+fn tls_identity<'a>(
+    cfg: &Config,
+    prefix: &str,
+    flags: &crate::config::TlsFlags,
+    dir: &str,
+    urls: impl Iterator<Item = &'a crate::config::Url>,
+) -> Result<Option<TlsIdentity>, ServerError> {
+    let mut hosts: Vec<String> = urls
         .map(|u| u.host.clone())
         .filter(|h| !h.is_empty())
         .collect();
     hosts.sort();
     hosts.dedup();
-    let dir = cfg.data_dir.join("fixtures").join("peer");
-    Ok(TlsIdentity::load("peer", &cfg.peer_tls, &dir, &hosts)?)
+    let dir = cfg.data_dir.join("fixtures").join(dir);
+    Ok(TlsIdentity::load(prefix, flags, &dir, &hosts)?)
 }
 
 /// Prints etcd's two readiness lines once the client ports accept

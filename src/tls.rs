@@ -1,7 +1,8 @@
-//! tls: etcd's TLS setups on rustls. A listener kind (peer today) gets
+//! tls: etcd's TLS setups on rustls. A listener kind (peer or client) gets
 //! its certificate from files (`--peer-cert-file`, `--peer-key-file`,
 //! `--peer-trusted-ca-file`) or generates a self-signed one at start
-//! (`--peer-auto-tls`, kept in `<data-dir>/fixtures/peer` as etcd does).
+//! (`--peer-auto-tls` / `--auto-tls`, kept in `<data-dir>/fixtures/peer`
+//! or `fixtures/client` as etcd does).
 //!
 //! The server side is tonic's (`ServerTlsConfig`). The client side is our
 //! own rustls configuration, because etcd's clients of a self-signed peer
@@ -80,7 +81,8 @@ impl TlsIdentity {
     /// The identity `flags` describe, or `None` when they name no
     /// certificate. Certificate files win over auto TLS (as in etcd);
     /// auto TLS generates a certificate for `hosts` in `self_cert_dir`
-    /// unless one is there already.
+    /// unless one is there already. `kind` is the flags' prefix: `peer-`
+    /// for peers, empty for clients.
     pub fn load(
         kind: &str,
         flags: &TlsFlags,
@@ -97,14 +99,14 @@ impl TlsIdentity {
             (None, None) => {
                 if flags.trusted_ca_file.is_some() || flags.client_cert_auth {
                     return Err(TlsError::Invalid(format!(
-                        "--{kind}-trusted-ca-file and --{kind}-client-cert-auth need --{kind}-cert-file and --{kind}-key-file (or --{kind}-auto-tls)"
+                        "--{kind}trusted-ca-file and --{kind}client-cert-auth need --{kind}cert-file and --{kind}key-file (or --{kind}auto-tls)"
                     )));
                 }
                 return Ok(None);
             }
             _ => {
                 return Err(TlsError::Invalid(format!(
-                    "--{kind}-cert-file and --{kind}-key-file must be given together"
+                    "--{kind}cert-file and --{kind}key-file must be given together"
                 )))
             }
         };
@@ -114,7 +116,7 @@ impl TlsIdentity {
         };
         if flags.client_cert_auth && trusted_ca_pem.is_none() {
             return Err(TlsError::Invalid(format!(
-                "--{kind}-client-cert-auth needs --{kind}-trusted-ca-file to verify client certificates"
+                "--{kind}client-cert-auth needs --{kind}trusted-ca-file to verify client certificates"
             )));
         }
         let identity = TlsIdentity {
@@ -178,7 +180,7 @@ impl TlsIdentity {
                 ))),
             (None, false) => {
                 return Err(TlsError::Invalid(
-                    "a peer certificate without a trusted CA: concord verifies peers against --peer-trusted-ca-file only (system roots are not used)".into(),
+                    "a certificate without a trusted CA file: concord verifies the other side against the trusted CA file only (system roots are not used)".into(),
                 ))
             }
         };
@@ -232,6 +234,13 @@ fn self_signed_files(
         + std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+    // A positive serial number: Go (etcdctl, clientv3) refuses to parse a
+    // certificate with a negative one, even when it skips verification.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    params.serial_number = Some(rcgen::SerialNumber::from((nanos & (u64::MAX >> 1)).max(1)));
     params.not_before = now;
     params.not_after = now + std::time::Duration::from_secs(u64::from(years.max(1)) * 365 * 86400);
     params.key_usages = vec![
@@ -344,11 +353,11 @@ mod tests {
             ..TlsFlags::default()
         };
         let hosts = vec!["127.0.0.1".to_string(), "localhost".to_string()];
-        let a = TlsIdentity::load("peer", &flags, dir.path(), &hosts)
+        let a = TlsIdentity::load("peer-", &flags, dir.path(), &hosts)
             .expect("load")
             .expect("identity");
         assert!(a.self_signed);
-        let b = TlsIdentity::load("peer", &flags, dir.path(), &hosts)
+        let b = TlsIdentity::load("peer-", &flags, dir.path(), &hosts)
             .expect("load")
             .expect("identity");
         assert_eq!(
@@ -367,7 +376,7 @@ mod tests {
     #[test]
     fn bad_flag_combinations_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let load = |f: TlsFlags| TlsIdentity::load("peer", &f, dir.path(), &[]);
+        let load = |f: TlsFlags| TlsIdentity::load("peer-", &f, dir.path(), &[]);
         assert!(matches!(load(TlsFlags::default()), Ok(None)));
         let only_cert = TlsFlags {
             cert_file: Some(dir.path().join("c.pem")),

@@ -626,3 +626,82 @@ async fn peer_client_cert_auth_admits_only_ca_signed_members() {
     let err = join(&["--peer-auto-tls".into()]);
     assert!(err.contains("cannot fetch the cluster's members"), "{err}");
 }
+
+/// etcd's e2e "TLS" setup: client and peer URLs on https with certificates
+/// a CA signed (clients verify the servers against it): etcdctl through
+/// every member, and a lease keep-alive on a follower, which is forwarded
+/// to the leader's https client URL.
+#[tokio::test]
+async fn clients_and_peers_over_tls_with_ca_signed_certificates() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    write_ca_signed_certs(certs.path(), 3);
+    let path = |f: String| certs.path().join(f).display().to_string();
+    let c = Cluster::start_configured(
+        3,
+        |_, m| {
+            m.peer_scheme = "https";
+            m.client_scheme = "https";
+            m.ctl_args = vec!["--cacert".into(), path("ca.pem".into())];
+        },
+        |i| {
+            let (cert, key) = (path(format!("m{i}.pem")), path(format!("m{i}.key")));
+            [
+                "--cert-file",
+                &cert,
+                "--key-file",
+                &key,
+                "--trusted-ca-file",
+                &path("ca.pem".into()),
+                "--peer-cert-file",
+                &cert,
+                "--peer-key-file",
+                &key,
+                "--peer-trusted-ca-file",
+                &path("ca.pem".into()),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        },
+    );
+    for (i, m) in c.members.iter().enumerate() {
+        m.ctl_ok(&["put", &format!("k{i}"), "v"]);
+    }
+    for m in &c.members {
+        assert_eq!(
+            m.ctl_ok(&["get", "k", "--prefix", "--keys-only"]),
+            "k0\n\nk1\n\nk2\n\n"
+        );
+    }
+    // A member that is not the leader forwards keep-alives to the leader.
+    let follower = c
+        .members
+        .iter()
+        .find(|m| {
+            let s = m.ctl_ok(&["endpoint", "status", "-w", "json"]);
+            // is a follower when its own id differs from the leader's
+            let field = |name: &str| {
+                s.split(&format!("\"{name}\":"))
+                    .nth(1)
+                    .and_then(|r| r.split([',', '}']).next())
+                    .map(str::to_string)
+            };
+            field("member_id") != field("leader")
+        })
+        .expect("a follower");
+    let out = follower.ctl_ok(&["lease", "grant", "60"]);
+    let id = out.split_whitespace().nth(1).expect("lease id");
+    let out = follower.ctl_ok(&["lease", "keep-alive", "--once", id]);
+    assert!(out.contains("keepalived with TTL"), "{out}");
+    // A client that does not trust the CA is refused.
+    let o = std::process::Command::new(common::etcdctl_path())
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &follower.url()])
+        .args(["--dial-timeout=2s", "--command-timeout=3s", "get", "k0"])
+        .output()
+        .expect("etcdctl");
+    assert!(
+        !o.status.success(),
+        "a client without the CA must not connect"
+    );
+}

@@ -117,7 +117,11 @@ async fn run_member(args: Vec<String>, backend: Arc<MemBackend>, clock_rate: f64
             .add_service(peer_server)
             .serve(any(PEER_PORT)),
     );
-    tokio::spawn(node::router(&handle, &cfg).serve(any(CLIENT_PORT)));
+    tokio::spawn(
+        node::router(&handle, &cfg, None)
+            .expect("plain router")
+            .serve(any(CLIENT_PORT)),
+    );
     let urls = cfg
         .advertise_client_urls
         .iter()

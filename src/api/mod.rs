@@ -59,9 +59,9 @@ pub async fn leader_channel(member: &Handle) -> Result<tonic::transport::Channel
         .find(|m| m.id == leader && leader != 0)
         .and_then(|m| m.client_ur_ls.into_iter().next())
         .ok_or_else(|| error::NO_LEADER.status())?;
-    tonic::transport::Endpoint::from_shared(url)
-        .map_err(|_| error::NO_LEADER.status())?
-        .connect()
+    member
+        .client_dialer()
+        .channel(&url)
         .await
         .map_err(|_| error::NO_LEADER.status())
 }

@@ -156,6 +156,9 @@ pub struct Config {
     pub watch_progress_notify_interval: std::time::Duration,
     /// Peer TLS: `--peer-cert-file`, `--peer-key-file`, ...
     pub peer_tls: TlsFlags,
+    /// Client TLS: `--cert-file`, `--key-file`, `--trusted-ca-file`,
+    /// `--client-cert-auth`, `--auto-tls`.
+    pub client_tls: TlsFlags,
     pub log_level: String,
     pub log_format: LogFormat,
     /// etcd flags given but not implemented yet: (flag, value).
@@ -188,6 +191,11 @@ const IMPLEMENTED: &[(&str, bool, &str)] = &[
         false,
         "10m0s",
     ),
+    ("cert-file", false, ""),
+    ("key-file", false, ""),
+    ("trusted-ca-file", false, ""),
+    ("client-cert-auth", true, "false"),
+    ("auto-tls", true, "false"),
     ("peer-cert-file", false, ""),
     ("peer-key-file", false, ""),
     ("peer-trusted-ca-file", false, ""),
@@ -232,13 +240,8 @@ const ACCEPTED: &[(&str, bool)] = &[
     ("enable-v2", true),
     ("v2-deprecation", false),
     ("experimental-enable-v2v3", false),
-    ("cert-file", false),
-    ("key-file", false),
-    ("client-cert-auth", true),
     ("client-crl-file", false),
     ("client-cert-allowed-hostname", false),
-    ("trusted-ca-file", false),
-    ("auto-tls", true),
     ("peer-cert-allowed-cn", false),
     ("peer-cert-allowed-hostname", false),
     ("peer-crl-file", false),
@@ -520,17 +523,27 @@ impl Config {
         }
         let path =
             |flag: &str| Some(PathBuf::from(get(flag))).filter(|p| !p.as_os_str().is_empty());
-        let peer_tls = TlsFlags {
-            cert_file: path("peer-cert-file"),
-            key_file: path("peer-key-file"),
-            trusted_ca_file: path("peer-trusted-ca-file"),
-            client_cert_auth: parse_bool("peer-client-cert-auth", &get("peer-client-cert-auth"))?,
-            auto_tls: parse_bool("peer-auto-tls", &get("peer-auto-tls"))?,
-            self_signed_cert_validity_years: parse_num(
-                "self-signed-cert-validity",
-                &get("self-signed-cert-validity"),
-            )?,
+        let validity_years = parse_num(
+            "self-signed-cert-validity",
+            &get("self-signed-cert-validity"),
+        )?;
+        // etcd's client and peer TLS flags differ only by a "peer-" prefix.
+        let tls_flags = |prefix: &str| -> Result<TlsFlags, ConfigError> {
+            let flag = |name: &str| format!("{prefix}{name}");
+            Ok(TlsFlags {
+                cert_file: path(&flag("cert-file")),
+                key_file: path(&flag("key-file")),
+                trusted_ca_file: path(&flag("trusted-ca-file")),
+                client_cert_auth: parse_bool(
+                    &flag("client-cert-auth"),
+                    &get(&flag("client-cert-auth")),
+                )?,
+                auto_tls: parse_bool(&flag("auto-tls"), &get(&flag("auto-tls")))?,
+                self_signed_cert_validity_years: validity_years,
+            })
         };
+        let peer_tls = tls_flags("peer-")?;
+        let client_tls = tls_flags("")?;
         let ignored = set
             .iter()
             .filter(|(k, _)| !is_implemented(k))
@@ -560,6 +573,7 @@ impl Config {
                 &get("experimental-watch-progress-notify-interval"),
             )?,
             peer_tls,
+            client_tls,
             log_level,
             log_format,
             ignored,

@@ -177,6 +177,9 @@ struct Shared {
     /// When (on `clock`, in ns; 0: never) this member last saw a new
     /// leader elected.
     leader_elected_at: AtomicU64,
+    /// How this member reaches other members' client URLs (requests only
+    /// the leader answers are forwarded there); plain http until set.
+    client_dialer: std::sync::OnceLock<crate::transport::Dialer>,
     stopped: AtomicBool,
     next_id: AtomicU64,
     cfg: MemberConfig,
@@ -275,6 +278,17 @@ impl Handle {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.shared.store
+    }
+
+    /// Sets how this member reaches other members' client URLs (https
+    /// ones need client TLS); only the first call counts.
+    pub fn set_client_dialer(&self, dialer: crate::transport::Dialer) {
+        let _ = self.shared.client_dialer.set(dialer);
+    }
+
+    /// How this member reaches other members' client URLs.
+    pub fn client_dialer(&self) -> crate::transport::Dialer {
+        self.shared.client_dialer.get().cloned().unwrap_or_default()
     }
 
     pub fn watch_hub(&self) -> &Arc<WatchHub> {
@@ -663,6 +677,7 @@ impl Member {
             term: AtomicU64::new(hard_state.term),
             leader: AtomicU64::new(0),
             leader_elected_at: AtomicU64::new(0),
+            client_dialer: std::sync::OnceLock::new(),
             stopped: AtomicBool::new(false),
             cfg,
         });

@@ -75,6 +75,14 @@ impl Dialer {
         &self,
         url: &str,
     ) -> Result<PeerClient<Channel>, tonic::transport::Error> {
+        let channel = self.channel(url).await?;
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+    }
+
+    /// A gRPC channel to `url` (http, or https with this dialer's TLS).
+    pub async fn channel(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
         let tls_url = url.strip_prefix("https://");
         // tonic refuses an https URI without its own TLS config, so the
         // channel sees http and the connector below does the TLS.
@@ -116,9 +124,7 @@ impl Dialer {
             let _ = tls_url;
             endpoint.connect().await?
         };
-        Ok(PeerClient::new(channel)
-            .max_decoding_message_size(MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(MESSAGE_BYTES_MAX))
+        Ok(channel)
     }
 }
 

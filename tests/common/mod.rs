@@ -43,6 +43,10 @@ pub struct Server {
     pub peer_port: u16,
     /// `http`, or `https` for members with peer TLS.
     pub peer_scheme: &'static str,
+    /// `http`, or `https` for members with client TLS.
+    pub client_scheme: &'static str,
+    /// Extra etcdctl flags (e.g. `--cacert`).
+    pub ctl_args: Vec<String>,
     pub data_dir: PathBuf,
     pub extra_args: Vec<String>,
     /// Environment variables for the process.
@@ -69,6 +73,8 @@ impl Server {
             port: free_port(),
             peer_port: free_port(),
             peer_scheme: "http",
+            client_scheme: "http",
+            ctl_args: Vec::new(),
             data_dir,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             envs: Vec::new(),
@@ -87,7 +93,7 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.client_scheme, self.port)
     }
 
     fn args(&self) -> Vec<String> {
@@ -211,6 +217,7 @@ impl Server {
             .arg("--endpoints")
             .arg(self.url())
             .arg("--command-timeout=10s")
+            .args(&self.ctl_args)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -347,11 +354,21 @@ impl Cluster {
         scheme: &'static str,
         extra: impl Fn(usize) -> Vec<String>,
     ) -> Cluster {
+        Cluster::start_configured(n, |_, m| m.peer_scheme = scheme, extra)
+    }
+
+    /// `n` members, each set up by `setup(i, member)` before it starts
+    /// with `extra(i)` added to its flags.
+    pub fn start_configured(
+        n: usize,
+        setup: impl Fn(usize, &mut Server),
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
         let token = format!("tok-{}", free_port());
         let mut members: Vec<Server> = (0..n)
-            .map(|_| {
+            .map(|i| {
                 let mut m = Server::prepare(&[]);
-                m.peer_scheme = scheme;
+                setup(i, &mut m);
                 m
             })
             .collect();
