@@ -164,7 +164,9 @@ impl Report {
     pub fn kinds(&self) -> BTreeSet<String> {
         self.violations
             .iter()
-            .filter_map(|v| v.split(':').next())
+            // "<kind>: <detail>", where a kind may itself hold a colon
+            // ("watch:Reliable").
+            .filter_map(|v| v.split(": ").next())
             .map(|k| k.trim().to_string())
             .collect()
     }
