@@ -58,7 +58,7 @@ use tokio::madsim::rand::{thread_rng, Rng};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use crate::world::{client_url, peer_url, World};
+use crate::world::{channel, peer_url, World};
 
 /// After healing, the cluster must serve a write and a read within this.
 pub const LIVENESS_BOUND: Duration = Duration::from_secs(30);
@@ -267,14 +267,6 @@ impl Shared {
     fn recorded_revision(&self) -> i64 {
         self.recorder.lock().expect("lock").last()
     }
-}
-
-async fn connect(i: usize) -> Option<Channel> {
-    let ep = tonic::transport::Endpoint::from_shared(client_url(i)).ok()?;
-    tokio::time::timeout(Duration::from_secs(1), ep.connect())
-        .await
-        .ok()?
-        .ok()
 }
 
 /// Runs one chaos simulation in the current madsim runtime.
@@ -537,7 +529,7 @@ async fn cluster_call(members: Vec<usize>, op: ClusterOp) -> Option<u64> {
     while Instant::now() < deadline {
         let i = members[attempt % members.len()];
         attempt += 1;
-        let Some(ch) = connect(i).await else { continue };
+        let Some(ch) = channel(i).await else { continue };
         let mut c = ClusterClient::new(ch);
         let r = match &op {
             ClusterOp::AddLearner(url) => tokio::time::timeout(
@@ -596,7 +588,7 @@ async fn transfer_leader(members: Vec<usize>, to: usize) {
     let Some((_, _, target_id)) = crate::world::status(to).await else {
         return;
     };
-    if let Some(ch) = connect(leader).await {
+    if let Some(ch) = channel(leader).await {
         let _ = tokio::time::timeout(
             OP_TIMEOUT,
             MaintenanceClient::new(ch).move_leader(MoveLeaderRequest { target_id }),
@@ -632,7 +624,7 @@ async fn run_recorder(shared: Arc<Shared>) {
     loop {
         let active = shared.active();
         member = active[(active.iter().position(|m| *m == member).unwrap_or(0) + 1) % active.len()];
-        let Some(ch) = connect(member).await else {
+        let Some(ch) = channel(member).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
@@ -730,7 +722,7 @@ async fn run_client(shared: Arc<Shared>, client: u64, end: Instant) {
         };
         let ch = match channels.get(&member) {
             Some(ch) => Some(ch.clone()),
-            None => connect(member).await,
+            None => channel(member).await,
         };
         let Some(ch) = ch else {
             tokio::time::sleep(think).await;
@@ -1137,7 +1129,7 @@ async fn run_watcher(shared: Arc<Shared>, end: Instant) {
                 Duration::from_millis(rng.gen_range(500..3000)),
             )
         };
-        let Some(ch) = connect(member).await else {
+        let Some(ch) = channel(member).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -1227,7 +1219,7 @@ async fn liveness(shared: Arc<Shared>, slots: usize) -> bool {
         attempt += 1;
         // Every member ever started, in turn (a removed one fails).
         let member = attempt as usize % slots;
-        let Some(ch) = connect(member).await else {
+        let Some(ch) = channel(member).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -1288,7 +1280,7 @@ async fn converge(shared: Arc<Shared>, slots: usize) -> Finals {
         };
         let mut states = Vec::new();
         for &i in &members {
-            let Some(ch) = connect(i).await else { break };
+            let Some(ch) = channel(i).await else { break };
             let r = tokio::time::timeout(
                 OP_TIMEOUT,
                 KvClient::new(ch).range(RangeRequest {
@@ -1326,7 +1318,7 @@ async fn converge(shared: Arc<Shared>, slots: usize) -> Finals {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             for &i in &members {
-                if let Some(ch) = connect(i).await {
+                if let Some(ch) = channel(i).await {
                     if let Ok(Ok(h)) = tokio::time::timeout(
                         OP_TIMEOUT,
                         MaintenanceClient::new(ch).hash_kv(HashKvRequest { revision: rev }),
@@ -1348,7 +1340,7 @@ async fn converge(shared: Arc<Shared>, slots: usize) -> Finals {
 /// answering, would list the members it knew).
 async fn member_slots(slots: usize) -> Option<Vec<usize>> {
     let leader = find_leader((0..slots).collect()).await?;
-    let ch = connect(leader).await?;
+    let ch = channel(leader).await?;
     let list = tokio::time::timeout(
         OP_TIMEOUT,
         ClusterClient::new(ch).member_list(MemberListRequest::default()),

@@ -250,11 +250,12 @@ impl World {
     }
 }
 
-async fn channel(i: usize) -> Option<Channel> {
-    tonic::transport::Endpoint::from_shared(client_url(i))
-        .ok()?
-        .connect()
+/// A client connection to member `i`, if it accepts one within a second.
+pub async fn channel(i: usize) -> Option<Channel> {
+    let endpoint = tonic::transport::Endpoint::from_shared(client_url(i)).ok()?;
+    tokio::time::timeout(Duration::from_secs(1), endpoint.connect())
         .await
+        .ok()?
         .ok()
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use concord::proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use concord::proto::etcdserverpb::{HashKvRequest, PutRequest, RangeRequest};
-use concord_sim::world::{client_url, kv, status, World};
+use concord_sim::world::{channel, kv, status, World};
 
 const MEMBERS: usize = 3;
 
@@ -149,11 +149,7 @@ async fn three_members_survive_a_leader_crash_and_a_partition() {
         .spawn(async move {
             let mut out = Vec::new();
             for i in 0..MEMBERS {
-                let ch = tonic::transport::Endpoint::from_shared(client_url(i))
-                    .expect("url")
-                    .connect()
-                    .await
-                    .expect("connect");
+                let ch = channel(i).await.expect("connect");
                 let r = MaintenanceClient::new(ch)
                     .hash_kv(HashKvRequest { revision: at })
                     .await

@@ -176,6 +176,34 @@ impl Reply {
 }
 
 impl Call {
+    /// Whether `reply`, an acknowledgement of this call, says it wrote: a
+    /// put; a delete that deleted; a txn whose executed branch put or
+    /// deleted something. (A lease revoke's keys are known only from the
+    /// state it ran against.)
+    pub fn wrote(&self, reply: &Reply) -> bool {
+        match (self, reply) {
+            (Call::Put { .. }, Reply::Put { .. }) => true,
+            (Call::Delete { .. }, Reply::Delete { deleted, .. }) => *deleted > 0,
+            (
+                Call::Txn {
+                    success, failure, ..
+                },
+                Reply::Txn {
+                    succeeded,
+                    responses,
+                    ..
+                },
+            ) => {
+                let branch = if *succeeded { success } else { failure };
+                branch.iter().any(|op| matches!(op, TxnOp::Put { .. }))
+                    || responses
+                        .iter()
+                        .any(|r| matches!(r, TxnReply::Delete { deleted } if *deleted > 0))
+            }
+            _ => false,
+        }
+    }
+
     /// Compare-and-set: put `value` at `key` if its mod revision is still
     /// `mod_revision` (0: absent), else read the key.
     pub fn compare_and_set(key: Bytes, mod_revision: i64, value: Bytes) -> Call {

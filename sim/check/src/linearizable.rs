@@ -224,41 +224,14 @@ fn role_of(op: &Op, found: &mut Found) -> Role {
         Outcome::Ok(reply) => reply,
     };
     match (&op.call, reply) {
-        (Call::Put { .. }, Reply::Put { revision }) => Role::Write {
-            revision: *revision,
-        },
-        (Call::Delete { .. }, Reply::Delete { revision, deleted }) => {
-            if *deleted > 0 {
-                Role::Write {
-                    revision: *revision,
-                }
-            } else {
-                Role::Read {
-                    revision: *revision,
-                    linearizable: true,
-                }
-            }
-        }
         (Call::Range { serializable, .. }, Reply::Range { revision, .. }) => Role::Read {
             revision: *revision,
             linearizable: !serializable,
         },
-        (
-            Call::Txn {
-                success, failure, ..
-            },
-            Reply::Txn {
-                revision,
-                succeeded,
-                responses,
-            },
-        ) => {
-            let branch = if *succeeded { success } else { failure };
-            let puts = branch.iter().any(|op| matches!(op, TxnOp::Put { .. }));
-            let deletes = responses
-                .iter()
-                .any(|r| matches!(r, TxnReply::Delete { deleted } if *deleted > 0));
-            if puts || deletes {
+        (Call::Put { .. }, Reply::Put { revision })
+        | (Call::Delete { .. }, Reply::Delete { revision, .. })
+        | (Call::Txn { .. }, Reply::Txn { revision, .. }) => {
+            if op.call.wrote(reply) {
                 Role::Write {
                     revision: *revision,
                 }

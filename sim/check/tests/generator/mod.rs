@@ -9,7 +9,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
 use concord_check::history::{
-    Bytes, Call, CmpResult, Compare, Kv, Op, Outcome, Reply, Target, TxnOp, TxnReply,
+    Bytes, Call, CmpResult, Compare, Kv, Op, Outcome, Reply, Target, TxnOp,
 };
 use concord_check::index::Index;
 use concord_check::log::Entry;
@@ -571,26 +571,8 @@ impl World {
 
 /// The revision an Ok op's reply says it wrote, if it wrote.
 pub fn write_revision(op: &Op) -> Option<i64> {
-    match (&op.call, &op.outcome) {
-        (_, Outcome::Ok(Reply::Put { revision })) => Some(*revision),
-        (_, Outcome::Ok(Reply::Delete { revision, deleted })) if *deleted > 0 => Some(*revision),
-        (
-            Call::Txn {
-                success, failure, ..
-            },
-            Outcome::Ok(Reply::Txn {
-                revision,
-                succeeded,
-                responses,
-            }),
-        ) => {
-            let branch = if *succeeded { success } else { failure };
-            let puts = branch.iter().any(|op| matches!(op, TxnOp::Put { .. }));
-            let deletes = responses
-                .iter()
-                .any(|r| matches!(r, TxnReply::Delete { deleted } if *deleted > 0));
-            (puts || deletes).then_some(*revision)
-        }
+    match &op.outcome {
+        Outcome::Ok(reply) if op.call.wrote(reply) => Some(reply.revision()),
         _ => None,
     }
 }
