@@ -89,12 +89,7 @@ pub async fn run(
 
     let mut listeners = Vec::new();
     for url in &cfg.listen_client_urls {
-        match url.scheme.as_str() {
-            "http" => {}
-            "https" if client_tls.is_some() => {}
-            "https" => return Err(ServerError::NoTls(url.bind_addr())),
-            other => return Err(ServerError::Scheme(other.to_string())),
-        }
+        check_listen_scheme(url, client_tls.is_some(), "")?;
         listeners.push((url.clone(), bind(url).await?));
     }
 
@@ -227,15 +222,21 @@ async fn bind_peer_listeners(
 ) -> Result<Vec<(crate::config::Url, TcpListener)>, ServerError> {
     let mut out = Vec::new();
     for url in &cfg.listen_peer_urls {
-        match url.scheme.as_str() {
-            "http" => {}
-            "https" if tls => {}
-            "https" => return Err(ServerError::NoTls(url.bind_addr())),
-            other => return Err(ServerError::Scheme(format!("peer {other}"))),
-        }
+        check_listen_scheme(url, tls, "peer ")?;
         out.push((url.clone(), bind(url).await?));
     }
     Ok(out)
+}
+
+/// A listen URL is http, or https when there is a TLS identity for it
+/// (etcd's error otherwise); `kind` names it in the unsupported-scheme error.
+fn check_listen_scheme(url: &crate::config::Url, tls: bool, kind: &str) -> Result<(), ServerError> {
+    match url.scheme.as_str() {
+        "http" => Ok(()),
+        "https" if tls => Ok(()),
+        "https" => Err(ServerError::NoTls(url.bind_addr())),
+        other => Err(ServerError::Scheme(format!("{kind}{other}"))),
+    }
 }
 
 /// The client TLS identity from `--cert-file`, `--key-file`, ...; with

@@ -462,12 +462,7 @@ fn join_existing(m: &mut common::Server, others: &str, extra: &[String]) -> Stri
 #[tokio::test]
 async fn a_member_with_the_wrong_cluster_token_is_rejected() {
     let mut members: Vec<common::Server> = (0..3).map(|_| common::Server::prepare(&[])).collect();
-    let initial: Vec<String> = members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| format!("m{i}={}", m.peer_url()))
-        .collect();
-    let initial = initial.join(",");
+    let initial = common::initial_cluster(&members);
     for (i, m) in members.iter_mut().enumerate() {
         let token = if i == 2 { "wrong-token" } else { "right-token" };
         m.extra_args = vec![

@@ -335,6 +335,16 @@ impl Drop for Spawned {
     }
 }
 
+/// `--initial-cluster` for `members`, named m0, m1, ...
+pub fn initial_cluster(members: &[Server]) -> String {
+    let named: Vec<String> = members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| format!("m{i}={}", m.peer_url()))
+        .collect();
+    named.join(",")
+}
+
 /// A cluster of real processes started with etcd's static bootstrap flags.
 pub struct Cluster {
     pub members: Vec<Server>,
@@ -372,12 +382,7 @@ impl Cluster {
                 m
             })
             .collect();
-        let initial: Vec<String> = members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| format!("m{i}={}", m.peer_url()))
-            .collect();
-        let initial = initial.join(",");
+        let initial = initial_cluster(&members);
         for (i, m) in members.iter_mut().enumerate() {
             let mut args = vec![
                 "--name".to_string(),
