@@ -139,17 +139,21 @@ impl Harness {
                 0..=4 => {
                     let k = key(&mut self.rng);
                     let v = format!("v{}", self.rng.below(1000)).into_bytes();
+                    // Without prev_kv the put reads no record: creation
+                    // and version come from the index alone.
+                    let prev_kv = self.rng.below(2) == 0;
                     let r = w
                         .put(&PutRequest {
                             key: k.clone(),
                             value: v.clone(),
-                            prev_kv: true,
+                            prev_kv,
                             ..Default::default()
                         })
                         .expect("put");
                     model.rev += 1;
                     let prev = model.put(&k, &v, model.rev);
-                    assert_eq!(r.prev_kv, prev, "{}: put prev_kv", self.ctx());
+                    let want = if prev_kv { prev } else { None };
+                    assert_eq!(r.prev_kv, want, "{}: put prev_kv", self.ctx());
                     assert_eq!(
                         r.header.map(|h| h.revision),
                         Some(model.rev),

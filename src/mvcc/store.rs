@@ -24,7 +24,7 @@ use prost::Message;
 
 use super::disk::{self, LiveKey};
 use super::index::{Span, TreeIndex};
-use super::key_index::KeyIndex;
+use super::key_index::{KeyAt, KeyIndex};
 use super::revision::Revision;
 use super::{MvccError, Result, USER_KEY_BYTES_MAX};
 use crate::proto::etcdserverpb::{
@@ -767,13 +767,6 @@ struct WriterView<'a, 'b> {
 }
 
 impl WriterView<'_, '_> {
-    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        match self.st.index.get(key, self.at) {
-            Some(a) => Ok(Some(self.records.kv(a.modified)?)),
-            None => Ok(None),
-        }
-    }
-
     fn compare(&self, c: &Compare) -> Result<bool> {
         let span = Span::from_etcd(&c.key, &c.range_end);
         let revs = revs_at(self.st, &self.records, &span, self.at)?;
@@ -882,9 +875,11 @@ impl<'s> Writer<'s> {
         self.changes.push(change);
     }
 
-    fn check_put(&self, st: &State, req: &PutRequest, at: i64) -> Result<Option<KeyValue>> {
+    /// Validates a put against the state at `at`; returns where the key is
+    /// then (from the in-memory index: no record is read).
+    fn check_put(&self, st: &State, req: &PutRequest, at: i64) -> Result<Option<KeyAt>> {
         check_user_key(&req.key)?;
-        let prev = self.view(st, at).get(&req.key)?;
+        let prev = st.index.get(&req.key, at);
         if (req.ignore_value || req.ignore_lease) && prev.is_none() {
             return Err(MvccError::KeyNotFound);
         }
@@ -895,10 +890,18 @@ impl<'s> Writer<'s> {
     }
 
     fn put_in(&mut self, st: &mut State, tx: &mut Tx, req: &PutRequest) -> Result<PutResponse> {
-        let prev = self.check_put(st, req, tx.rev())?;
+        let at = self.check_put(st, req, tx.rev())?;
+        // The previous record is read only when its value or lease is
+        // wanted; creation and version come from the index.
+        let prev = match at {
+            Some(a) if req.prev_kv || req.ignore_value || req.ignore_lease => {
+                Some(self.view(st, tx.rev()).records.kv(a.modified)?)
+            }
+            _ => None,
+        };
         let rev = tx.next();
-        let (create_revision, version) = match &prev {
-            Some(p) => (p.create_revision, p.version + 1),
+        let (create_revision, version) = match &at {
+            Some(a) => (a.created.main, a.version + 1),
             None => (rev.main, 1),
         };
         let value = match (&prev, req.ignore_value) {
@@ -917,7 +920,7 @@ impl<'s> Writer<'s> {
             value,
             lease,
         };
-        let created = match st.index.key_index(&req.key).and_then(|ki| ki.get(i64::MAX)) {
+        let created = match at {
             Some(a) => a.created,
             None => rev,
         };

@@ -12,7 +12,14 @@
 //! Invariants (asserted): entries are contiguous from `compacted.index + 1`
 //! to `last_index`; the hard state's term never decreases; a committed
 //! entry is never truncated.
+//!
+//! The newest entries (up to [`CACHE_BYTES_MAX`]) are also kept in memory:
+//! raft asks for terms and entries near the end of its log on every append
+//! and acknowledgement, and answering those from the LSM cost a lookup and
+//! a decode each. The cache is always a suffix of the log ending at
+//! `last_index`; older entries are read from the backend.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use concord_raft::{
@@ -31,6 +38,9 @@ pub const META_CONF_STATE: &[u8] = b"raft/conf_state";
 /// [`concord_raft::Storage::snapshot`]); set by the member.
 pub type Snapshotter = Arc<dyn Fn(u64, u64) -> Result<Snapshot, RaftError> + Send + Sync>;
 
+/// Most entry bytes (as [`Entry::byte_size`] counts them) kept in memory.
+pub const CACHE_BYTES_MAX: u64 = 32 * 1024 * 1024;
+
 pub struct RaftLog {
     backend: Arc<dyn Backend>,
     hard_state: HardState,
@@ -39,6 +49,10 @@ pub struct RaftLog {
     compacted: (u64, u64),
     last_index: u64,
     snapshotter: Option<Snapshotter>,
+    /// The newest entries, `cache_first()..=last_index`.
+    cache: VecDeque<Entry>,
+    cache_bytes: u64,
+    cache_bytes_max: u64,
 }
 
 fn engine(e: StorageError) -> RaftError {
@@ -184,6 +198,9 @@ impl RaftLog {
             compacted,
             last_index,
             snapshotter: None,
+            cache: VecDeque::new(),
+            cache_bytes: 0,
+            cache_bytes_max: CACHE_BYTES_MAX,
         })
     }
 
@@ -264,7 +281,42 @@ impl RaftLog {
         }
         let log_entries: Vec<LogEntry> = entries.iter().map(to_log_entry).collect();
         log::append(batch, &log_entries);
+        let keep = first.index.saturating_sub(self.cache_first()) as usize;
+        for e in self.cache.drain(keep.min(self.cache.len())..) {
+            self.cache_bytes -= e.byte_size();
+        }
+        for e in entries {
+            self.cache_bytes += e.byte_size();
+            self.cache.push_back(e.clone());
+        }
         self.last_index = new_last;
+        self.evict_to(self.cache_bytes_max);
+    }
+
+    /// Sets how many entry bytes are kept in memory.
+    pub fn set_cache_bytes_max(&mut self, bytes: u64) {
+        self.cache_bytes_max = bytes;
+        self.evict_to(bytes);
+    }
+
+    /// The first index the cache holds (`last_index + 1` when empty).
+    fn cache_first(&self) -> u64 {
+        self.last_index + 1 - self.cache.len() as u64
+    }
+
+    /// Drops the oldest cached entries until at most `bytes` remain.
+    fn evict_to(&mut self, bytes: u64) {
+        while self.cache_bytes > bytes {
+            match self.cache.pop_front() {
+                Some(e) => self.cache_bytes -= e.byte_size(),
+                None => break,
+            }
+        }
+        debug_assert!(self
+            .cache
+            .iter()
+            .zip(self.cache_first()..)
+            .all(|(e, i)| e.index == i));
     }
 
     pub fn set_hard_state(&mut self, batch: &mut Batch, hs: HardState) {
@@ -304,6 +356,11 @@ impl RaftLog {
         }
         let term = concord_raft::Storage::term(self, index)?;
         log::truncate_prefix(batch, self.compacted.0 + 1, index);
+        while self.cache.front().is_some_and(|e| e.index <= index) {
+            if let Some(e) = self.cache.pop_front() {
+                self.cache_bytes -= e.byte_size();
+            }
+        }
         batch.put(
             Partition::Meta,
             META_COMPACTED.to_vec(),
@@ -325,6 +382,7 @@ impl RaftLog {
         );
         self.compacted = (meta.index, meta.term);
         self.last_index = meta.index;
+        self.evict_to(0);
         self.set_conf_state(batch, meta.conf_state.clone());
         let mut hs = self.hard_state;
         hs.term = hs.term.max(meta.term);
@@ -361,7 +419,25 @@ impl concord_raft::Storage for RaftLog {
         if low >= high {
             return Ok(Vec::new());
         }
-        let mut out = self.read_entries(self.backend.as_ref(), low, high - 1)?;
+        let cached = self.cache_first();
+        let mut out = if low < cached {
+            self.read_entries(self.backend.as_ref(), low, (high - 1).min(cached - 1))?
+        } else {
+            Vec::new()
+        };
+        if high > cached {
+            let from = (low.max(cached) - cached) as usize;
+            let to = (high - cached) as usize;
+            let budget = max_size.unwrap_or(u64::MAX);
+            let mut size: u64 = out.iter().map(Entry::byte_size).sum();
+            for e in self.cache.range(from..to) {
+                if !out.is_empty() && size >= budget {
+                    break;
+                }
+                size += e.byte_size();
+                out.push(e.clone());
+            }
+        }
         concord_raft::storage::limit_size(&mut out, max_size);
         Ok(out)
     }
@@ -375,6 +451,10 @@ impl concord_raft::Storage for RaftLog {
         }
         if index > self.last_index {
             return Err(RaftError::Unavailable);
+        }
+        let cached = self.cache_first();
+        if index >= cached {
+            return Ok(self.cache[(index - cached) as usize].term);
         }
         let e = self.read_entries(self.backend.as_ref(), index, index)?;
         Ok(e[0].term)

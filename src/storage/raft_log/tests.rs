@@ -126,6 +126,72 @@ fn compaction_and_snapshots_move_the_start_of_the_log() {
     assert_eq!(again.hard_state().commit, 50);
 }
 
+/// The in-memory tail answers exactly as the backend does: a log with a
+/// tiny cache (most reads straddle it) and a reopened log (no cache) agree
+/// with the one that holds everything, through conflicting appends,
+/// compactions and snapshots.
+#[test]
+fn the_cached_tail_reads_like_the_backend() {
+    let mut rng = crate::test_rng::Rng(7);
+    let be = Arc::new(MemBackend::new());
+    let mut log = open(&be);
+    let mut small = open(&be);
+    small.set_cache_bytes_max(100);
+    let mut term = 1;
+    for step in 0..2000 {
+        let mut b = Batch::new();
+        let (first, last) = log.bounds();
+        match rng.below(10) {
+            0 if last > first + 3 => {
+                let to = first + rng.below(last - first);
+                log.compact(&mut b, to).expect("compact");
+                small.compact(&mut Batch::new(), to).expect("compact");
+            }
+            1 if rng.below(20) == 0 => {
+                term += 1;
+                let meta = SnapshotMeta {
+                    index: last + 1 + rng.below(5),
+                    term,
+                    conf_state: ConfState::from_voters([1]),
+                };
+                log.apply_snapshot(&mut b, &meta);
+                small.apply_snapshot(&mut Batch::new(), &meta);
+            }
+            _ => {
+                // Append at the end or over a suffix (never below commit 0).
+                let at = (last + 1).saturating_sub(rng.below(4)).max(first);
+                if rng.below(5) == 0 {
+                    term += 1;
+                }
+                let es: Vec<Entry> = (at..at + 1 + rng.below(6)).map(|i| e(i, term)).collect();
+                log.append(&mut b, &es);
+                small.append(&mut Batch::new(), &es);
+            }
+        }
+        be.write(b).expect("write");
+        let reopened = open(&be);
+        let (first, last) = log.bounds();
+        for l in [&small, &reopened] {
+            assert_eq!(l.bounds(), (first, last), "step {step}");
+        }
+        for i in first - 1..=last + 1 {
+            let want = log.term(i);
+            assert_eq!(small.term(i), want, "step {step}: term({i})");
+            assert_eq!(reopened.term(i), want, "step {step}: term({i})");
+        }
+        let lo = first + rng.below(last + 2 - first);
+        let hi = lo + rng.below(last + 2 - lo);
+        let max = [None, Some(1), Some(40), Some(100)][rng.below(4) as usize];
+        let want = log.entries(lo, hi, max);
+        assert_eq!(small.entries(lo, hi, max), want, "step {step}: {lo}..{hi}");
+        assert_eq!(
+            reopened.entries(lo, hi, max),
+            want,
+            "step {step}: {lo}..{hi}"
+        );
+    }
+}
+
 /// Drives a one-node raft over RaftLog: every Ready is written and
 /// persisted before it is advanced, except when a crash comes first.
 #[test]
