@@ -55,6 +55,9 @@ const READ_INDEX_RETRY: Duration = Duration::from_millis(500);
 const LEASE_REVOKES_PER_TICK_MAX: usize = 100;
 /// Most lease checkpoints in one proposal (etcd: 1000).
 const LEASE_CHECKPOINTS_PER_PROPOSAL_MAX: usize = 1000;
+/// Proposals taken from the mailbox together go to raft as one message of
+/// at most this many bytes (more are split).
+const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -533,6 +536,10 @@ pub struct Member {
     peer_rx: Option<mpsc::Receiver<Inbound>>,
     transport: Option<Transport>,
     waiters: HashMap<u64, Reply>,
+    /// Proposals taken from the mailbox, not yet given to raft (see
+    /// [`Member::flush_proposals`]).
+    batch: Vec<Proposal>,
+    batch_bytes: usize,
     /// Physical compactions waiting for the disk compaction to reach them.
     physical_waiters: Vec<(i64, Reply, Applied)>,
     /// Reads that arrived since the last ReadIndex was issued.
@@ -689,6 +696,8 @@ impl Member {
             peer_rx: None,
             transport: None,
             waiters: HashMap::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
             physical_waiters: Vec::new(),
             queued_reads: Vec::new(),
             next_read_ctx: 1,
@@ -758,6 +767,7 @@ impl Member {
                     Some(i) => {
                         self.handle_input(i);
                         self.drain_inputs();
+                        self.flush_proposals();
                     }
                     None => return Ok(()),
                 },
@@ -787,15 +797,18 @@ impl Member {
     }
 
     fn handle_input(&mut self, input: Input) {
+        if !matches!(input, Input::Propose(_)) {
+            // Everything keeps mailbox order.
+            self.flush_proposals();
+        }
         match input {
-            Input::Propose(p) => match self.node.propose(p.data) {
-                Ok(()) => {
-                    self.waiters.insert(p.id, p.reply);
+            Input::Propose(p) => {
+                self.batch_bytes += p.data.len();
+                self.batch.push(p);
+                if self.batch_bytes >= PROPOSAL_BATCH_BYTES_MAX {
+                    self.flush_proposals();
                 }
-                Err(e) => {
-                    let _ = p.reply.send(Err(proposal_error(e)));
-                }
-            },
+            }
             Input::ReadIndex(r) => self.queued_reads.push(r),
             Input::ConfChange { id, cc, reply } => match self.node.propose_conf_change(&cc) {
                 Ok(()) => {
@@ -808,6 +821,32 @@ impl Member {
             Input::MoveLeader { target, reply } => self.move_leader(target, reply),
             Input::RaftStatus(reply) => {
                 let _ = reply.send(self.node.status());
+            }
+        }
+    }
+
+    /// Gives the batched proposals to raft as one message: the leader
+    /// appends them at once and replicates them in one round (a follower
+    /// forwards one message), instead of one append and one message per
+    /// follower for each.
+    fn flush_proposals(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        self.batch_bytes = 0;
+        let batch = std::mem::take(&mut self.batch);
+        let mut data = Vec::with_capacity(batch.len());
+        let mut waiting = Vec::with_capacity(batch.len());
+        for p in batch {
+            data.push(p.data);
+            waiting.push((p.id, p.reply));
+        }
+        match self.node.propose_batch(data) {
+            Ok(()) => self.waiters.extend(waiting),
+            Err(e) => {
+                for (_, reply) in waiting {
+                    let _ = reply.send(Err(proposal_error(e.clone())));
+                }
             }
         }
     }

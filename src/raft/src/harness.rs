@@ -784,11 +784,19 @@ impl Cluster {
             .map(|(id, _)| id)
     }
 
+    /// Proposes one entry, or (every third call) a batch of three.
     pub fn propose(&mut self, id: u64) -> Result<(), Violation> {
-        self.next_proposal += 1;
-        let data = format!("p{}", self.next_proposal).into_bytes();
+        let n = if self.next_proposal % 3 == 2 { 3 } else { 1 };
+        let mut data = Vec::with_capacity(n);
+        for _ in 0..n {
+            self.next_proposal += 1;
+            data.push(format!("p{}", self.next_proposal).into_bytes());
+        }
         if let Some(raw) = self.nodes.get_mut(&id).and_then(|n| n.raw.as_mut()) {
-            let _ = raw.propose(data);
+            let _ = match data.len() {
+                1 => raw.propose(data.remove(0)),
+                _ => raw.propose_batch(data),
+            };
         }
         self.process_ready(id)
     }

@@ -241,6 +241,22 @@ impl<S: Storage> RawNode<S> {
         self.raft.step(m)
     }
 
+    /// Proposes several entries of application data in one message: one
+    /// append and one round of replication messages for all of them (a
+    /// follower forwards them to the leader as one message). All or none
+    /// are accepted.
+    pub fn propose_batch(&mut self, data: Vec<Vec<u8>>) -> Result<(), Error> {
+        let mut m = Message::new(MessageKind::MsgProp, self.raft.id, 0);
+        m.entries = data
+            .into_iter()
+            .map(|data| Entry {
+                data,
+                ..Entry::default()
+            })
+            .collect();
+        self.raft.step(m)
+    }
+
     /// Proposes a membership change. Once committed, the application calls
     /// `apply_conf_change`. A change the leader refuses (another one pending,
     /// invalid in the current config) commits as an empty normal entry.

@@ -238,3 +238,71 @@ fn candidate_learns_commit_from_vote_rejection() {
     n.step(rejection(3, 2)).expect("step");
     assert_eq!(n.status().commit, 3);
 }
+
+/// Delivers messages among `nodes` (ids 1..) until none are left.
+fn settle(nodes: &mut [RawNode<MemStorage>], mut msgs: Vec<Message>) {
+    while !msgs.is_empty() {
+        for m in std::mem::take(&mut msgs) {
+            let to = &mut nodes[(m.to - 1) as usize];
+            let _ = to.step(m);
+        }
+        for n in nodes.iter_mut() {
+            msgs.extend(drain(n));
+        }
+    }
+}
+
+fn three_with_leader_1() -> Vec<RawNode<MemStorage>> {
+    let mut nodes: Vec<_> = (1..=3).map(|id| bootstrapped(id, &[1, 2, 3])).collect();
+    nodes[0].campaign();
+    let msgs = drain(&mut nodes[0]);
+    settle(&mut nodes, msgs);
+    assert_eq!(nodes[0].role(), Role::Leader);
+    nodes
+}
+
+#[test]
+fn a_batch_of_proposals_is_one_message_each_way() {
+    let mut nodes = three_with_leader_1();
+    let batch = || {
+        (0..3)
+            .map(|i| format!("x{i}").into_bytes())
+            .collect::<Vec<_>>()
+    };
+    // On the leader: one append, one MsgApp per follower with all of them.
+    nodes[0].propose_batch(batch()).expect("leader accepts");
+    let apps: Vec<Message> = drain(&mut nodes[0])
+        .into_iter()
+        .filter(|m| m.kind == MessageKind::MsgApp)
+        .collect();
+    assert_eq!(apps.len(), 2, "{apps:?}");
+    assert!(apps.iter().all(|m| m.entries.len() == 3), "{apps:?}");
+    settle(&mut nodes, apps);
+    // On a follower: forwarded to the leader as one message.
+    nodes[1].propose_batch(batch()).expect("follower forwards");
+    let props: Vec<Message> = drain(&mut nodes[1])
+        .into_iter()
+        .filter(|m| m.kind == MessageKind::MsgProp)
+        .collect();
+    assert_eq!(props.len(), 1, "{props:?}");
+    assert_eq!((props[0].to, props[0].entries.len()), (1, 3));
+    // One at a time, the leader sends a message per proposal per follower.
+    for d in batch() {
+        nodes[0].propose(d).expect("leader accepts");
+    }
+    let apps = drain(&mut nodes[0])
+        .into_iter()
+        .filter(|m| m.kind == MessageKind::MsgApp)
+        .count();
+    assert_eq!(apps, 6);
+}
+
+#[test]
+fn a_batch_without_leader_is_dropped_whole() {
+    let mut n = bootstrapped(1, &[1, 2, 3]);
+    assert_eq!(
+        n.propose_batch(vec![b"a".to_vec(), b"b".to_vec()]),
+        Err(Error::ProposalDropped(DropReason::NoLeader))
+    );
+    assert!(n.ready().entries.is_empty());
+}
