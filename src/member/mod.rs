@@ -200,6 +200,13 @@ impl Shared {
             .clone()
     }
 
+    /// (cluster ID, local member ID), without copying the member list
+    /// (every response header carries them).
+    fn ids(&self) -> (u64, u64) {
+        let m = self.membership.read().unwrap_or_else(|e| e.into_inner());
+        (m.cluster_id, m.local_id)
+    }
+
     fn membership_mut(&self) -> std::sync::RwLockWriteGuard<'_, Membership> {
         self.membership.write().unwrap_or_else(|e| e.into_inner())
     }
@@ -261,10 +268,10 @@ impl Observer {
 
     /// A response header as of now (cluster, member, revision, term).
     pub fn header(&self) -> crate::proto::etcdserverpb::ResponseHeader {
-        let m = self.membership();
+        let (cluster_id, member_id) = self.shared.ids();
         crate::proto::etcdserverpb::ResponseHeader {
-            cluster_id: m.cluster_id,
-            member_id: m.local_id,
+            cluster_id,
+            member_id,
             revision: self.shared.store.current_revision(),
             raft_term: self.shared.term.load(Ordering::Acquire),
         }
@@ -303,11 +310,11 @@ impl Handle {
     }
 
     pub fn member_id(&self) -> u64 {
-        self.membership().local_id
+        self.shared.ids().1
     }
 
     pub fn cluster_id(&self) -> u64 {
-        self.membership().cluster_id
+        self.shared.ids().0
     }
 
     pub fn progress(&self) -> Progress {
