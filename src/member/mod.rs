@@ -742,7 +742,13 @@ impl Member {
             t.stop();
         }
         // Everything accepted was made durable before being answered; a
-        // final persist covers the applied state written since.
+        // final persist covers the applied state written since (with the
+        // live keys, so that the next start replays nothing).
+        if result.is_ok() {
+            if let Err(e) = self.shared.store.checkpoint_live() {
+                tracing::warn!(error = %e, "could not checkpoint live keys before exit");
+            }
+        }
         if self.backend.persist().is_ok() && result.is_ok() {
             if let Err(e) = self.backend.flush_for_restart() {
                 tracing::warn!(error = %e, "could not flush tables before exit");

@@ -19,7 +19,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::KeyValue;
 use crate::storage::mem::MemBackend;
-use crate::storage::Backend;
+use crate::storage::{Backend, Batch, Partition};
 
 const KEYS: [&[u8]; 7] = [b"a", b"a\0", b"ab", b"b", b"b\0\0", b"c", b"\0"];
 
@@ -267,8 +267,34 @@ impl Harness {
         assert_eq!((got.count, got.more), (count, more), "{}", self.ctx());
     }
 
+    /// Reopens the store: after a clean stop (live keys checkpointed), as
+    /// after a crash that kept every written batch (the records after the
+    /// last checkpoint are replayed), or after a crash between a
+    /// checkpoint's ingestion and its revision (replayed over newer
+    /// states). Checkpoints then come after a few changed keys, or (as in
+    /// production) rarely.
     fn restart(&mut self) {
+        match self.rng.below(3) {
+            0 => self.store.checkpoint_live().expect("checkpoint"),
+            1 => {
+                let marker = crate::mvcc::disk::META_LIVE_CHECKPOINT;
+                let before = self
+                    .backend
+                    .get(Partition::Meta, marker)
+                    .expect("get")
+                    .expect("a store records its checkpoint");
+                self.store.checkpoint_live().expect("checkpoint");
+                let mut b = Batch::new();
+                b.put(Partition::Meta, marker.to_vec(), before);
+                self.backend.write(b).expect("write");
+            }
+            _ => {}
+        }
         self.store = Store::open(self.backend.clone()).expect("reopen");
+        if self.rng.chance(50) {
+            self.store
+                .set_live_checkpoint_keys(1 + self.rng.below(8) as usize);
+        }
         assert_eq!(
             self.store.current_revision(),
             self.model.rev,

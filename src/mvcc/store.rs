@@ -15,9 +15,17 @@
 //! KeyLive    key                     -> created, modified, version, lease
 //! Meta       mvcc/revision           -> current main revision
 //! ```
+//! `KeyLive` is not written per group: changed keys collect in memory
+//! (deduplicated) and are ingested sorted, straight into new tables, once
+//! enough have collected, before physical compaction (which must never
+//! remove a record a restart would replay) and on a clean stop; then
+//! `mvcc/live_checkpoint` records the revision it is complete to. Opening
+//! replays the revision records after it. Scattered inserts into the LSM's
+//! memtable were the dearest part of a put.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use prost::Message;
@@ -63,6 +71,29 @@ pub struct Store {
     restored_leases: Mutex<Vec<(Vec<u8>, i64)>>,
     state: RwLock<State>,
     disk_compaction: Mutex<Option<DiskCompaction>>,
+    /// Live-key states changed since the last `KeyLive` checkpoint.
+    live_dirty: Mutex<BTreeMap<Vec<u8>, Option<LiveKey>>>,
+    /// A checkpoint is written once this many keys are dirty.
+    live_checkpoint_keys: AtomicUsize,
+    /// The revision `KeyLive` is complete to.
+    live_checkpoint: AtomicI64,
+}
+
+/// Changed live keys that trigger a `KeyLive` checkpoint.
+pub const LIVE_CHECKPOINT_KEYS: usize = 16 * 1024;
+/// Revisions after a `KeyLive` checkpoint that trigger the next one (even
+/// if few keys changed): bounds what a restart replays.
+pub const LIVE_CHECKPOINT_REVISIONS: i64 = 64 * 1024;
+
+/// What [`load`] read: the state, a physical compaction to resume, the
+/// live keys that have a lease, the live keys changed after the `KeyLive`
+/// checkpoint, and its revision (`None`: not recorded).
+struct Loaded {
+    state: State,
+    disk_compaction: Option<DiskCompaction>,
+    leased: Vec<(Vec<u8>, i64)>,
+    dirty: BTreeMap<Vec<u8>, Option<LiveKey>>,
+    checkpoint: Option<i64>,
 }
 
 /// Result of a range read (header revision is the store's current revision).
@@ -314,35 +345,75 @@ fn revs_at(
     }
 }
 
-/// What a store holds in memory, read from the backend: the state, a
-/// physical compaction to resume, and the live keys that have a lease.
-#[allow(clippy::type_complexity)]
-fn load(backend: &dyn Backend) -> Result<(State, Option<DiskCompaction>, Vec<(Vec<u8>, i64)>)> {
+/// What a store holds in memory, read from the backend: the `KeyLive`
+/// checkpoint plus the records after it (never the history or older values).
+fn load(backend: &dyn Backend) -> Result<Loaded> {
     // As in etcd, an empty store is at revision 1: the first change
     // creates revision 2.
     let current_rev = meta_i64(backend, disk::META_REVISION)?.max(1);
     let scheduled = meta_i64(backend, disk::META_COMPACT_SCHEDULED)?;
     let finished = meta_i64(backend, disk::META_COMPACT_FINISHED)?;
-    let mut live_keys = Vec::new();
-    let mut leased = Vec::new();
+    let recorded = match backend.get(Partition::Meta, disk::META_LIVE_CHECKPOINT)? {
+        Some(v) => Some(disk::decode_i64("live checkpoint", &v)?),
+        None => None,
+    };
+    let checkpoint = recorded.unwrap_or(current_rev);
+    if checkpoint > current_rev || checkpoint < finished.min(current_rev) {
+        return Err(MvccError::Corrupt(format!(
+            "live-key checkpoint {checkpoint} outside compaction {finished}..revision {current_rev}"
+        )));
+    }
+    let mut live: BTreeMap<Vec<u8>, LiveKey> = BTreeMap::new();
     let all = (Bound::Unbounded, Bound::Unbounded);
     for item in backend.scan(Partition::KeyLive, all, false) {
         let (k, v) = item?;
-        let live = LiveKey::decode(&v)?;
-        if live.modified.main > current_rev || live.version < 1 || live.created > live.modified {
+        let l = LiveKey::decode(&v)?;
+        // A checkpoint interrupted between its ingestion and its revision
+        // leaves states newer than `checkpoint` (never newer than the
+        // records, which were durable first); replaying over them below
+        // still ends at the right state.
+        if l.modified.main > current_rev || l.version < 1 || l.created > l.modified {
             return Err(MvccError::Corrupt(format!(
-                "live key {k:02x?}: {live:?} inconsistent at revision {current_rev}"
+                "live key {k:02x?}: {l:?} inconsistent at revision {current_rev}"
             )));
         }
-        if live.lease != 0 {
-            leased.push((k.clone(), live.lease));
-        }
-        live_keys.push((
-            k,
-            KeyIndex::restore(live.created, live.modified, live.version),
-        ));
+        live.insert(k, l);
     }
-    let index = TreeIndex::from_sorted_live(live_keys);
+    let mut dirty = BTreeMap::new();
+    for c in records_between(backend, checkpoint + 1, current_rev)? {
+        let key = c.kv.key.clone();
+        let state = if c.tombstone {
+            live.remove(&key);
+            None
+        } else {
+            // A later version without its creation in view happens only
+            // over a newer state (see above), which a later record of this
+            // key replaces.
+            let created = match (c.kv.version, live.get(&key)) {
+                (1, _) | (_, None) => c.rev,
+                (_, Some(prev)) => prev.created,
+            };
+            let l = LiveKey {
+                created,
+                modified: c.rev,
+                version: c.kv.version,
+                lease: c.kv.lease,
+            };
+            live.insert(key.clone(), l);
+            Some(l)
+        };
+        dirty.insert(key, state);
+    }
+    let leased = live
+        .iter()
+        .filter(|(_, l)| l.lease != 0)
+        .map(|(k, l)| (k.clone(), l.lease))
+        .collect();
+    let index = TreeIndex::from_sorted_live(
+        live.into_iter()
+            .map(|(k, l)| (k, KeyIndex::restore(l.created, l.modified, l.version)))
+            .collect(),
+    );
     let disk_compaction = (scheduled > finished).then_some(DiskCompaction {
         target: scheduled,
         cursor: None,
@@ -351,10 +422,11 @@ fn load(backend: &dyn Backend) -> Result<(State, Option<DiskCompaction>, Vec<(Ve
         current_rev,
         compact_rev = scheduled,
         live_keys = index.len(),
+        replayed_keys = dirty.len(),
         "mvcc store restored"
     );
-    Ok((
-        State {
+    Ok(Loaded {
+        state: State {
             index,
             current_rev,
             compact_rev: scheduled,
@@ -362,35 +434,121 @@ fn load(backend: &dyn Backend) -> Result<(State, Option<DiskCompaction>, Vec<(Ve
         },
         disk_compaction,
         leased,
-    ))
+        dirty,
+        checkpoint: recorded,
+    })
+}
+
+/// Records the `KeyLive` checkpoint of a store that has none (new, or of
+/// an older build: its `KeyLive` is complete); returns the checkpoint.
+/// Batches are recovered in order, so no later write survives without it.
+fn record_live_checkpoint(backend: &dyn Backend, loaded: &Loaded) -> Result<i64> {
+    if let Some(c) = loaded.checkpoint {
+        return Ok(c);
+    }
+    let rev = loaded.state.current_rev;
+    let mut b = Batch::new();
+    b.put(
+        Partition::Meta,
+        disk::META_LIVE_CHECKPOINT.to_vec(),
+        disk::encode_i64(rev),
+    );
+    backend.write(b)?;
+    Ok(rev)
+}
+
+/// Revision records with `from <= main <= to`, in revision order.
+fn records_between(view: &dyn ReadView, from: i64, to: i64) -> Result<Vec<Change>> {
+    let lo = Revision::new(from, 0).to_key(false);
+    let hi = Revision::new(to.saturating_add(1), 0).to_key(false);
+    let mut out = Vec::new();
+    for item in view.scan(
+        Partition::Rev,
+        (Bound::Included(lo), Bound::Excluded(hi)),
+        false,
+    ) {
+        let (k, v) = item?;
+        let (rev, tombstone) = Revision::from_key(&k)
+            .ok_or_else(|| MvccError::Corrupt(format!("record key {k:02x?}")))?;
+        let mut kv = decode_kv(rev, &v)?;
+        if tombstone {
+            kv.mod_revision = rev.main;
+        }
+        out.push(Change { rev, tombstone, kv });
+    }
+    Ok(out)
 }
 
 impl Store {
     /// Opens the store over `backend`, rebuilding the index from the live-key
     /// summaries (never from history or values).
     pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
-        let (state, disk_compaction, leased) = load(backend.as_ref())?;
+        let loaded = load(backend.as_ref())?;
+        let checkpoint = record_live_checkpoint(backend.as_ref(), &loaded)?;
         Ok(Self {
             backend,
-            restored_leases: Mutex::new(leased),
-            state: RwLock::new(state),
-            disk_compaction: Mutex::new(disk_compaction),
+            restored_leases: Mutex::new(loaded.leased),
+            state: RwLock::new(loaded.state),
+            disk_compaction: Mutex::new(loaded.disk_compaction),
+            live_dirty: Mutex::new(loaded.dirty),
+            live_checkpoint_keys: AtomicUsize::new(LIVE_CHECKPOINT_KEYS),
+            live_checkpoint: AtomicI64::new(checkpoint),
         })
     }
 
     /// Reloads everything from the backend after its contents were replaced
     /// (a raft snapshot was installed): the index, revisions, compaction.
     pub fn reload(&self) -> Result<()> {
-        let (state, disk_compaction, leased) = load(self.backend.as_ref())?;
-        *self.write() = state;
+        let loaded = load(self.backend.as_ref())?;
+        let checkpoint = record_live_checkpoint(self.backend.as_ref(), &loaded)?;
+        *self.write() = loaded.state;
         *self
             .disk_compaction
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = disk_compaction;
+            .unwrap_or_else(|e| e.into_inner()) = loaded.disk_compaction;
         *self
             .restored_leases
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = leased;
+            .unwrap_or_else(|e| e.into_inner()) = loaded.leased;
+        *self.live_dirty() = loaded.dirty;
+        self.live_checkpoint.store(checkpoint, Ordering::Release);
+        Ok(())
+    }
+
+    fn live_dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Option<LiveKey>>> {
+        self.live_dirty.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets how many changed live keys trigger a `KeyLive` checkpoint.
+    pub fn set_live_checkpoint_keys(&self, keys: usize) {
+        self.live_checkpoint_keys
+            .store(keys.max(1), Ordering::Relaxed);
+    }
+
+    /// Writes the live keys changed since the last checkpoint (sorted,
+    /// ingested) and then the revision `KeyLive` is complete to. Called by
+    /// the writer after a group, before physical compaction and on a clean
+    /// stop; never while a group is being committed.
+    pub fn checkpoint_live(&self) -> Result<()> {
+        let rev = self.read().current_rev;
+        let mut dirty = self.live_dirty();
+        if dirty.is_empty() && self.live_checkpoint.load(Ordering::Acquire) == rev {
+            return Ok(());
+        }
+        let entries = dirty
+            .iter()
+            .map(|(k, l)| (k.clone(), l.map(|l| l.encode())))
+            .collect();
+        self.backend.ingest(Partition::KeyLive, entries)?;
+        let mut b = Batch::new();
+        b.put(
+            Partition::Meta,
+            disk::META_LIVE_CHECKPOINT.to_vec(),
+            disk::encode_i64(rev),
+        );
+        self.backend.write(b)?;
+        dirty.clear();
+        self.live_checkpoint.store(rev, Ordering::Release);
         Ok(())
     }
 
@@ -521,25 +679,7 @@ impl Store {
     /// Records (revision order) with `from <= main <= to`, for watchers
     /// catching up and for tests.
     pub fn changes_between(&self, from: i64, to: i64) -> Result<Vec<Change>> {
-        let lo = Revision::new(from, 0).to_key(false);
-        let hi = Revision::new(to.saturating_add(1), 0).to_key(false);
-        let snap = self.backend.snapshot();
-        let mut out = Vec::new();
-        for item in snap.scan(
-            Partition::Rev,
-            (Bound::Included(lo), Bound::Excluded(hi)),
-            false,
-        ) {
-            let (k, v) = item?;
-            let (rev, tombstone) = Revision::from_key(&k)
-                .ok_or_else(|| MvccError::Corrupt(format!("record key {k:02x?}")))?;
-            let mut kv = decode_kv(rev, &v)?;
-            if tombstone {
-                kv.mod_revision = rev.main;
-            }
-            out.push(Change { rev, tombstone, kv });
-        }
-        Ok(out)
+        records_between(self.backend.snapshot().as_ref(), from, to)
     }
 
     /// etcd's HashKV: CRC-32C over the records up to `rev` (0 = current),
@@ -593,6 +733,16 @@ impl Store {
     /// kept below the target is deleted (the caller persists before telling
     /// waiters).
     pub fn compact_disk_step(&self, limit: usize) -> Result<DiskCompactStatus> {
+        let target = self
+            .disk_compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|j| j.target);
+        if target.is_some_and(|t| t > self.live_checkpoint.load(Ordering::Acquire)) {
+            // The records a restart would replay must stay.
+            self.checkpoint_live()?;
+        }
         let mut guard = self
             .disk_compaction
             .lock()
@@ -1145,12 +1295,13 @@ impl<'s> Writer<'s> {
 
     /// Writes the group as one atomic batch and publishes its revision.
     pub fn commit(mut self) -> Result<Committed> {
-        for (key, live) in std::mem::take(&mut self.live) {
-            match live {
-                Some(l) => self.batch.put(Partition::KeyLive, key, l.encode()),
-                None => self.batch.delete(Partition::KeyLive, key),
-            }
-        }
+        let checkpoint = {
+            let mut dirty = self.store.live_dirty();
+            dirty.extend(std::mem::take(&mut self.live));
+            dirty.len() >= self.store.live_checkpoint_keys.load(Ordering::Relaxed)
+                || self.rev - self.store.live_checkpoint.load(Ordering::Acquire)
+                    >= LIVE_CHECKPOINT_REVISIONS
+        };
         self.batch.put(
             Partition::Meta,
             disk::META_REVISION.to_vec(),
@@ -1167,6 +1318,9 @@ impl<'s> Writer<'s> {
                 self.rev
             );
             st.current_rev = self.rev;
+        }
+        if checkpoint {
+            self.store.checkpoint_live()?;
         }
         if let Some(target) = self.compacted {
             let mut dc = self

@@ -218,6 +218,28 @@ impl Backend for FjallBackend {
         self.db.persist(PersistMode::SyncData).map_err(engine)
     }
 
+    fn ingest(&self, p: Partition, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        for (k, _) in &entries {
+            super::check_key(k)?;
+        }
+        debug_assert!(
+            entries.windows(2).all(|w| w[0].0 < w[1].0),
+            "unsorted ingestion"
+        );
+        self.persist()?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut ingestion = self.ks(p).start_ingestion().map_err(engine)?;
+        for (k, v) in entries {
+            match v {
+                Some(v) => ingestion.write(k, v).map_err(engine)?,
+                None => ingestion.write_tombstone(k).map_err(engine)?,
+            }
+        }
+        ingestion.finish().map_err(engine)
+    }
+
     fn snapshot(&self) -> Box<dyn ReadView> {
         Box::new(FjallSnapshot {
             snap: self.db.snapshot(),

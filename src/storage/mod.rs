@@ -236,6 +236,23 @@ pub trait Backend: ReadView {
     fn snapshot(&self) -> Box<dyn ReadView>;
     /// Bytes the store occupies (on disk for fjall, in memory for the model).
     fn size_bytes(&self) -> u64;
+    /// Writes the sorted, unique `entries` of one partition (`None`: a
+    /// delete) after making every earlier batch durable. All or none of
+    /// them survive a crash; durable on return. fjall writes them straight
+    /// into new tables (no journal, no memtable): much cheaper than a batch
+    /// for many scattered keys.
+    fn ingest(&self, p: Partition, entries: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        self.persist()?;
+        let mut b = Batch::new();
+        for (k, v) in entries {
+            match v {
+                Some(v) => b.put(p, k, v),
+                None => b.delete(p, k),
+            }
+        }
+        self.write(b)?;
+        self.persist()
+    }
     /// Before a clean exit: write in-memory tables to their files so the
     /// next start has no journal to replay. Durability does not depend on
     /// it (`persist` does that); only restart time does.
