@@ -380,8 +380,9 @@ fn load(backend: &dyn Backend) -> Result<Loaded> {
         live.insert(k, l);
     }
     let mut dirty = BTreeMap::new();
-    for c in records_between(backend, checkpoint + 1, current_rev)? {
-        let key = c.kv.key.clone();
+    // Streamed, not collected: the records may hold many large values.
+    for_each_record(backend, checkpoint + 1, current_rev, |c| {
+        let key = c.kv.key;
         let state = if c.tombstone {
             live.remove(&key);
             None
@@ -403,7 +404,8 @@ fn load(backend: &dyn Backend) -> Result<Loaded> {
             Some(l)
         };
         dirty.insert(key, state);
-    }
+        Ok(())
+    })?;
     let leased = live
         .iter()
         .filter(|(_, l)| l.lease != 0)
@@ -447,21 +449,31 @@ fn record_live_checkpoint(backend: &dyn Backend, loaded: &Loaded) -> Result<i64>
         return Ok(c);
     }
     let rev = loaded.state.current_rev;
+    write_live_checkpoint(backend, rev)?;
+    Ok(rev)
+}
+
+/// Records that `KeyLive` is complete up to `rev`.
+fn write_live_checkpoint(backend: &dyn Backend, rev: i64) -> Result<()> {
     let mut b = Batch::new();
     b.put(
         Partition::Meta,
         disk::META_LIVE_CHECKPOINT.to_vec(),
         disk::encode_i64(rev),
     );
-    backend.write(b)?;
-    Ok(rev)
+    Ok(backend.write(b)?)
 }
 
-/// Revision records with `from <= main <= to`, in revision order.
-fn records_between(view: &dyn ReadView, from: i64, to: i64) -> Result<Vec<Change>> {
+/// Calls `f` with each revision record with `from <= main <= to`, in
+/// revision order.
+fn for_each_record(
+    view: &dyn ReadView,
+    from: i64,
+    to: i64,
+    mut f: impl FnMut(Change) -> Result<()>,
+) -> Result<()> {
     let lo = Revision::new(from, 0).to_key(false);
     let hi = Revision::new(to.saturating_add(1), 0).to_key(false);
-    let mut out = Vec::new();
     for item in view.scan(
         Partition::Rev,
         (Bound::Included(lo), Bound::Excluded(hi)),
@@ -474,9 +486,9 @@ fn records_between(view: &dyn ReadView, from: i64, to: i64) -> Result<Vec<Change
         if tombstone {
             kv.mod_revision = rev.main;
         }
-        out.push(Change { rev, tombstone, kv });
+        f(Change { rev, tombstone, kv })?;
     }
-    Ok(out)
+    Ok(())
 }
 
 impl Store {
@@ -540,13 +552,7 @@ impl Store {
             .map(|(k, l)| (k.clone(), l.map(|l| l.encode())))
             .collect();
         self.backend.ingest(Partition::KeyLive, entries)?;
-        let mut b = Batch::new();
-        b.put(
-            Partition::Meta,
-            disk::META_LIVE_CHECKPOINT.to_vec(),
-            disk::encode_i64(rev),
-        );
-        self.backend.write(b)?;
+        write_live_checkpoint(self.backend.as_ref(), rev)?;
         dirty.clear();
         self.live_checkpoint.store(rev, Ordering::Release);
         Ok(())
@@ -679,7 +685,12 @@ impl Store {
     /// Records (revision order) with `from <= main <= to`, for watchers
     /// catching up and for tests.
     pub fn changes_between(&self, from: i64, to: i64) -> Result<Vec<Change>> {
-        records_between(self.backend.snapshot().as_ref(), from, to)
+        let mut out = Vec::new();
+        for_each_record(self.backend.snapshot().as_ref(), from, to, |c| {
+            out.push(c);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// etcd's HashKV: CRC-32C over the records up to `rev` (0 = current),

@@ -233,12 +233,7 @@ impl<S: Storage> RawNode<S> {
     /// Proposes application data. Fails if no leader is known, a leader
     /// transfer is in progress, or the uncommitted budget is exhausted.
     pub fn propose(&mut self, data: Vec<u8>) -> Result<(), Error> {
-        let mut m = Message::new(MessageKind::MsgProp, self.raft.id, 0);
-        m.entries = vec![Entry {
-            data,
-            ..Entry::default()
-        }];
-        self.raft.step(m)
+        self.propose_batch(vec![data])
     }
 
     /// Proposes several entries of application data in one message: one

@@ -261,6 +261,11 @@ fn three_with_leader_1() -> Vec<RawNode<MemStorage>> {
     nodes
 }
 
+/// The messages of `kind` among those `node` has to send.
+fn drain_kind(node: &mut RawNode<MemStorage>, kind: MessageKind) -> Vec<Message> {
+    drain(node).into_iter().filter(|m| m.kind == kind).collect()
+}
+
 #[test]
 fn a_batch_of_proposals_is_one_message_each_way() {
     let mut nodes = three_with_leader_1();
@@ -271,30 +276,20 @@ fn a_batch_of_proposals_is_one_message_each_way() {
     };
     // On the leader: one append, one MsgApp per follower with all of them.
     nodes[0].propose_batch(batch()).expect("leader accepts");
-    let apps: Vec<Message> = drain(&mut nodes[0])
-        .into_iter()
-        .filter(|m| m.kind == MessageKind::MsgApp)
-        .collect();
+    let apps = drain_kind(&mut nodes[0], MessageKind::MsgApp);
     assert_eq!(apps.len(), 2, "{apps:?}");
     assert!(apps.iter().all(|m| m.entries.len() == 3), "{apps:?}");
     settle(&mut nodes, apps);
     // On a follower: forwarded to the leader as one message.
     nodes[1].propose_batch(batch()).expect("follower forwards");
-    let props: Vec<Message> = drain(&mut nodes[1])
-        .into_iter()
-        .filter(|m| m.kind == MessageKind::MsgProp)
-        .collect();
+    let props = drain_kind(&mut nodes[1], MessageKind::MsgProp);
     assert_eq!(props.len(), 1, "{props:?}");
     assert_eq!((props[0].to, props[0].entries.len()), (1, 3));
     // One at a time, the leader sends a message per proposal per follower.
     for d in batch() {
         nodes[0].propose(d).expect("leader accepts");
     }
-    let apps = drain(&mut nodes[0])
-        .into_iter()
-        .filter(|m| m.kind == MessageKind::MsgApp)
-        .count();
-    assert_eq!(apps, 6);
+    assert_eq!(drain_kind(&mut nodes[0], MessageKind::MsgApp).len(), 6);
 }
 
 #[test]

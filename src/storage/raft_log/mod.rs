@@ -304,14 +304,20 @@ impl RaftLog {
         self.last_index + 1 - self.cache.len() as u64
     }
 
+    /// Drops the oldest cached entry; false if there was none.
+    fn pop_cached(&mut self) -> bool {
+        match self.cache.pop_front() {
+            Some(e) => {
+                self.cache_bytes -= e.byte_size();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Drops the oldest cached entries until at most `bytes` remain.
     fn evict_to(&mut self, bytes: u64) {
-        while self.cache_bytes > bytes {
-            match self.cache.pop_front() {
-                Some(e) => self.cache_bytes -= e.byte_size(),
-                None => break,
-            }
-        }
+        while self.cache_bytes > bytes && self.pop_cached() {}
         debug_assert!(self
             .cache
             .iter()
@@ -357,9 +363,7 @@ impl RaftLog {
         let term = concord_raft::Storage::term(self, index)?;
         log::truncate_prefix(batch, self.compacted.0 + 1, index);
         while self.cache.front().is_some_and(|e| e.index <= index) {
-            if let Some(e) = self.cache.pop_front() {
-                self.cache_bytes -= e.byte_size();
-            }
+            self.pop_cached();
         }
         batch.put(
             Partition::Meta,
