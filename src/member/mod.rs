@@ -745,7 +745,7 @@ impl Member {
         // final persist covers the applied state written since (with the
         // live keys, so that the next start replays nothing).
         if result.is_ok() {
-            if let Err(e) = self.shared.store.checkpoint_live() {
+            if let Err(e) = self.shared.store.checkpoint() {
                 tracing::warn!(error = %e, "could not checkpoint live keys before exit");
             }
         }

@@ -15,10 +15,12 @@ use super::MvccError;
 pub const META_REVISION: &[u8] = b"mvcc/revision";
 pub const META_COMPACT_SCHEDULED: &[u8] = b"mvcc/compact_scheduled";
 pub const META_COMPACT_FINISHED: &[u8] = b"mvcc/compact_finished";
-/// `KeyLive` holds every live key's state as of at least this revision;
-/// the records after it are replayed on open (absent: a store of an older
-/// build, whose `KeyLive` is complete).
-pub const META_LIVE_CHECKPOINT: &[u8] = b"mvcc/live_checkpoint";
+/// `KeyLive` holds every live key's state as of at least this revision and
+/// `KeyHistory` every entry up to it; the records after it are replayed on
+/// open (absent: a store of an older build, whose `KeyLive` is complete;
+/// builds before the history was checkpointed wrote it per group, which
+/// is complete too). The name is from when only `KeyLive` was.
+pub const META_CHECKPOINT: &[u8] = b"mvcc/live_checkpoint";
 
 const HIST_FLAG_PUT: u8 = 0;
 const HIST_FLAG_TOMBSTONE: u8 = 1;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::test_rng::Rng;
 
-use super::store::DiskCompactStatus;
+use super::store::{CheckpointStep, DiskCompactStatus};
 use super::{MvccError, Store};
 use crate::proto::etcdserverpb::{
     compare, range_request, request_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
@@ -19,7 +19,7 @@ use crate::proto::etcdserverpb::{
 };
 use crate::proto::mvccpb::KeyValue;
 use crate::storage::mem::MemBackend;
-use crate::storage::{Backend, Batch, Partition};
+use crate::storage::{Backend, Partition};
 
 const KEYS: [&[u8]; 7] = [b"a", b"a\0", b"ab", b"b", b"b\0\0", b"c", b"\0"];
 
@@ -267,33 +267,29 @@ impl Harness {
         assert_eq!((got.count, got.more), (count, more), "{}", self.ctx());
     }
 
-    /// Reopens the store: after a clean stop (live keys checkpointed), as
+    /// Reopens the store: after a clean stop (everything checkpointed), as
     /// after a crash that kept every written batch (the records after the
-    /// last checkpoint are replayed), or after a crash between a
-    /// checkpoint's ingestion and its revision (replayed over newer
-    /// states). Checkpoints then come after a few changed keys, or (as in
-    /// production) rarely.
+    /// last checkpoint are replayed), or after a crash inside a checkpoint
+    /// (after its history, or its live keys, were ingested: replayed over
+    /// newer states). Checkpoints then come after a few changed keys, or
+    /// (as in production) rarely.
     fn restart(&mut self) {
-        match self.rng.below(3) {
-            0 => self.store.checkpoint_live().expect("checkpoint"),
-            1 => {
-                let marker = crate::mvcc::disk::META_LIVE_CHECKPOINT;
-                let before = self
-                    .backend
-                    .get(Partition::Meta, marker)
-                    .expect("get")
-                    .expect("a store records its checkpoint");
-                self.store.checkpoint_live().expect("checkpoint");
-                let mut b = Batch::new();
-                b.put(Partition::Meta, marker.to_vec(), before);
-                self.backend.write(b).expect("write");
-            }
+        match self.rng.below(4) {
+            0 => self.store.checkpoint().expect("checkpoint"),
+            1 => self
+                .store
+                .checkpoint_interrupted(CheckpointStep::History)
+                .expect("checkpoint"),
+            2 => self
+                .store
+                .checkpoint_interrupted(CheckpointStep::Live)
+                .expect("checkpoint"),
             _ => {}
         }
         self.store = Store::open(self.backend.clone()).expect("reopen");
         if self.rng.chance(50) {
             self.store
-                .set_live_checkpoint_keys(1 + self.rng.below(8) as usize);
+                .set_checkpoint_keys(1 + self.rng.below(8) as usize);
         }
         assert_eq!(
             self.store.current_revision(),
@@ -313,6 +309,64 @@ impl Harness {
             "{}: hash changed by physical compaction",
             self.ctx()
         );
+    }
+
+    /// After physical compaction at the model's compaction point `c`, the
+    /// records and history entries at or below `c` are exactly what etcd
+    /// keeps: each key's newest, unless it is a tombstone below `c`.
+    fn check_compacted_disk(&self) {
+        let c = self.model.compact;
+        let mut want: Vec<(Vec<u8>, i64, bool)> = Vec::new();
+        for (k, h) in &self.model.hist {
+            if let Some((r, v)) = h.iter().rev().find(|(r, _)| *r <= c) {
+                if v.is_some() || *r == c {
+                    want.push((k.clone(), *r, v.is_none()));
+                }
+            }
+        }
+        want.sort();
+        let mut records: Vec<(Vec<u8>, i64, bool)> = self
+            .store
+            .changes_between(1, c)
+            .expect("records")
+            .into_iter()
+            .map(|ch| (ch.kv.key, ch.rev.main, ch.tombstone))
+            .collect();
+        records.sort();
+        assert_eq!(
+            records,
+            want,
+            "{}: records left at or below {c}",
+            self.ctx()
+        );
+        let mut history = Vec::new();
+        let all = || (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        for item in self.backend.scan(Partition::KeyHistory, all(), false) {
+            let (k, v) = item.expect("scan");
+            let e = crate::mvcc::disk::decode_history(&k, &v).expect("history entry");
+            if e.rev.main <= c {
+                history.push((e.key, e.rev.main, e.tombstone));
+            }
+        }
+        history.sort();
+        assert_eq!(
+            history,
+            want,
+            "{}: history left at or below {c}",
+            self.ctx()
+        );
+        // So the hash counts every record left but the tombstones at `c`.
+        let mut crc = crc32c::crc32c(b"key");
+        for item in self.backend.scan(Partition::Rev, all(), false) {
+            let (k, v) = item.expect("scan");
+            let (r, tombstone) = super::Revision::from_key(&k).expect("record key");
+            if !(tombstone && r.main <= c) {
+                crc = crc32c::crc32c_append(crc, &k);
+                crc = crc32c::crc32c_append(crc, &v);
+            }
+        }
+        let hash = self.store.hash_kv(0).expect("hash").hash;
+        assert_eq!(hash, crc, "{}: hash of the compacted records", self.ctx());
     }
 
     fn run(&mut self, steps: usize) {
@@ -339,6 +393,7 @@ impl Harness {
             "{}",
             self.ctx()
         );
+        self.check_compacted_disk();
         for _ in 0..20 {
             self.read();
         }

@@ -8,22 +8,25 @@
 //! backend. Readers take a backend snapshot under the index lock, so every
 //! record the index points to is in their snapshot.
 //!
-//! Persisted per change (one batch per group):
+//! Persisted:
 //! ```text
 //! Rev        rev key (17/18 B)       -> mvccpb.KeyValue  (etcd's record)
 //! KeyHistory esc(key) 00 00 rev      -> put | tombstone
 //! KeyLive    key                     -> created, modified, version, lease
 //! Meta       mvcc/revision           -> current main revision
 //! ```
-//! `KeyLive` is not written per group: changed keys collect in memory
-//! (deduplicated) and are ingested sorted, straight into new tables, once
-//! enough have collected, before physical compaction (which must never
-//! remove a record a restart would replay) and on a clean stop; then
-//! `mvcc/live_checkpoint` records the revision it is complete to. Opening
-//! replays the revision records after it. Scattered inserts into the LSM's
-//! memtable were the dearest part of a put.
+//! Only `Rev` and `Meta` are written per group (one atomic batch).
+//! `KeyHistory` and `KeyLive` are checkpointed: their changes collect in
+//! memory (live keys deduplicated) and are ingested sorted, straight into
+//! new tables, once enough have collected, before physical compaction
+//! (which must never remove a record a restart would replay) and on a
+//! clean stop; then `mvcc/live_checkpoint` records the revision both are
+//! complete to. Opening replays the revision records after it into memory
+//! and checkpoints them, so the on-disk history is always complete up to
+//! the index floor, the only revisions it answers for. Scattered inserts
+//! into the LSM's memtable were the dearest part of a put.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -71,28 +74,42 @@ pub struct Store {
     restored_leases: Mutex<Vec<(Vec<u8>, i64)>>,
     state: RwLock<State>,
     disk_compaction: Mutex<Option<DiskCompaction>>,
-    /// Live-key states changed since the last `KeyLive` checkpoint.
-    live_dirty: Mutex<BTreeMap<Vec<u8>, Option<LiveKey>>>,
-    /// A checkpoint is written once this many keys are dirty.
-    live_checkpoint_keys: AtomicUsize,
-    /// The revision `KeyLive` is complete to.
-    live_checkpoint: AtomicI64,
+    /// Changes since the last checkpoint.
+    dirty: Mutex<Dirty>,
+    /// A checkpoint is written once this many live keys are dirty (or
+    /// [`CHECKPOINT_HISTORY_ENTRIES`] history entries).
+    checkpoint_keys: AtomicUsize,
+    /// The revision `KeyLive` and `KeyHistory` are complete to (never below
+    /// the index floor once the store is open).
+    checkpoint_rev: AtomicI64,
 }
 
-/// Changed live keys that trigger a `KeyLive` checkpoint.
-pub const LIVE_CHECKPOINT_KEYS: usize = 16 * 1024;
-/// Revisions after a `KeyLive` checkpoint that trigger the next one (even
-/// if few keys changed): bounds what a restart replays.
-pub const LIVE_CHECKPOINT_REVISIONS: i64 = 64 * 1024;
+/// What the next checkpoint writes: the changes made after the last one.
+#[derive(Default)]
+struct Dirty {
+    /// Final state of each changed live key (`None`: deleted).
+    live: BTreeMap<Vec<u8>, Option<LiveKey>>,
+    /// New `KeyHistory` entries (key, tombstone), unsorted.
+    history: Vec<(Vec<u8>, bool)>,
+}
+
+/// Changed live keys that trigger a checkpoint.
+pub const CHECKPOINT_KEYS: usize = 16 * 1024;
+/// New history entries that trigger a checkpoint (a delete of a wide
+/// range adds many in one revision).
+pub const CHECKPOINT_HISTORY_ENTRIES: usize = 64 * 1024;
+/// Revisions after a checkpoint that trigger the next one (even if few
+/// keys changed): bounds what a restart replays.
+pub const CHECKPOINT_REVISIONS: i64 = 64 * 1024;
 
 /// What [`load`] read: the state, a physical compaction to resume, the
-/// live keys that have a lease, the live keys changed after the `KeyLive`
-/// checkpoint, and its revision (`None`: not recorded).
+/// live keys that have a lease, the changes after the checkpoint, and its
+/// revision (`None`: not recorded).
 struct Loaded {
     state: State,
     disk_compaction: Option<DiskCompaction>,
     leased: Vec<(Vec<u8>, i64)>,
-    dirty: BTreeMap<Vec<u8>, Option<LiveKey>>,
+    dirty: Dirty,
     checkpoint: Option<i64>,
 }
 
@@ -347,20 +364,22 @@ fn revs_at(
 
 /// What a store holds in memory, read from the backend: the `KeyLive`
 /// checkpoint plus the records after it (never the history or older values).
+/// The changes of those records are returned as dirty: the caller
+/// checkpoints them before serving.
 fn load(backend: &dyn Backend) -> Result<Loaded> {
     // As in etcd, an empty store is at revision 1: the first change
     // creates revision 2.
     let current_rev = meta_i64(backend, disk::META_REVISION)?.max(1);
     let scheduled = meta_i64(backend, disk::META_COMPACT_SCHEDULED)?;
     let finished = meta_i64(backend, disk::META_COMPACT_FINISHED)?;
-    let recorded = match backend.get(Partition::Meta, disk::META_LIVE_CHECKPOINT)? {
+    let recorded = match backend.get(Partition::Meta, disk::META_CHECKPOINT)? {
         Some(v) => Some(disk::decode_i64("live checkpoint", &v)?),
         None => None,
     };
     let checkpoint = recorded.unwrap_or(current_rev);
     if checkpoint > current_rev || checkpoint < finished.min(current_rev) {
         return Err(MvccError::Corrupt(format!(
-            "live-key checkpoint {checkpoint} outside compaction {finished}..revision {current_rev}"
+            "checkpoint {checkpoint} outside compaction {finished}..revision {current_rev}"
         )));
     }
     let mut live: BTreeMap<Vec<u8>, LiveKey> = BTreeMap::new();
@@ -379,10 +398,13 @@ fn load(backend: &dyn Backend) -> Result<Loaded> {
         }
         live.insert(k, l);
     }
-    let mut dirty = BTreeMap::new();
+    let mut dirty = Dirty::default();
     // Streamed, not collected: the records may hold many large values.
     for_each_record(backend, checkpoint + 1, current_rev, |c| {
         let key = c.kv.key;
+        dirty
+            .history
+            .push((disk::history_key(&key, c.rev), c.tombstone));
         let state = if c.tombstone {
             live.remove(&key);
             None
@@ -403,7 +425,7 @@ fn load(backend: &dyn Backend) -> Result<Loaded> {
             live.insert(key.clone(), l);
             Some(l)
         };
-        dirty.insert(key, state);
+        dirty.live.insert(key, state);
         Ok(())
     })?;
     let leased = live
@@ -424,7 +446,7 @@ fn load(backend: &dyn Backend) -> Result<Loaded> {
         current_rev,
         compact_rev = scheduled,
         live_keys = index.len(),
-        replayed_keys = dirty.len(),
+        replayed_keys = dirty.live.len(),
         "mvcc store restored"
     );
     Ok(Loaded {
@@ -441,27 +463,12 @@ fn load(backend: &dyn Backend) -> Result<Loaded> {
     })
 }
 
-/// Records the `KeyLive` checkpoint of a store that has none (new, or of
-/// an older build: its `KeyLive` is complete); returns the checkpoint.
-/// Batches are recovered in order, so no later write survives without it.
-fn record_live_checkpoint(backend: &dyn Backend, loaded: &Loaded) -> Result<i64> {
-    if let Some(c) = loaded.checkpoint {
-        return Ok(c);
-    }
-    let rev = loaded.state.current_rev;
-    write_live_checkpoint(backend, rev)?;
-    Ok(rev)
-}
-
-/// Records that `KeyLive` is complete up to `rev`.
-fn write_live_checkpoint(backend: &dyn Backend, rev: i64) -> Result<()> {
-    let mut b = Batch::new();
-    b.put(
-        Partition::Meta,
-        disk::META_LIVE_CHECKPOINT.to_vec(),
-        disk::encode_i64(rev),
-    );
-    Ok(backend.write(b)?)
+/// How far a checkpoint gets (tests stop it early, as a crash would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CheckpointStep {
+    History,
+    Live,
+    Revision,
 }
 
 /// Calls `f` with each revision record with `from <= main <= to`, in
@@ -496,23 +503,25 @@ impl Store {
     /// summaries (never from history or values).
     pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
         let loaded = load(backend.as_ref())?;
-        let checkpoint = record_live_checkpoint(backend.as_ref(), &loaded)?;
-        Ok(Self {
+        let store = Self {
             backend,
             restored_leases: Mutex::new(loaded.leased),
             state: RwLock::new(loaded.state),
             disk_compaction: Mutex::new(loaded.disk_compaction),
-            live_dirty: Mutex::new(loaded.dirty),
-            live_checkpoint_keys: AtomicUsize::new(LIVE_CHECKPOINT_KEYS),
-            live_checkpoint: AtomicI64::new(checkpoint),
-        })
+            dirty: Mutex::new(loaded.dirty),
+            checkpoint_keys: AtomicUsize::new(CHECKPOINT_KEYS),
+            checkpoint_rev: AtomicI64::new(loaded.checkpoint.unwrap_or(i64::MIN)),
+        };
+        // The floor is the current revision: the history below it must be
+        // on disk (and an unrecorded checkpoint recorded).
+        store.checkpoint()?;
+        Ok(store)
     }
 
     /// Reloads everything from the backend after its contents were replaced
     /// (a raft snapshot was installed): the index, revisions, compaction.
     pub fn reload(&self) -> Result<()> {
         let loaded = load(self.backend.as_ref())?;
-        let checkpoint = record_live_checkpoint(self.backend.as_ref(), &loaded)?;
         *self.write() = loaded.state;
         *self
             .disk_compaction
@@ -522,39 +531,72 @@ impl Store {
             .restored_leases
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = loaded.leased;
-        *self.live_dirty() = loaded.dirty;
-        self.live_checkpoint.store(checkpoint, Ordering::Release);
-        Ok(())
+        *self.dirty() = loaded.dirty;
+        self.checkpoint_rev
+            .store(loaded.checkpoint.unwrap_or(i64::MIN), Ordering::Release);
+        self.checkpoint()
     }
 
-    fn live_dirty(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Option<LiveKey>>> {
-        self.live_dirty.lock().unwrap_or_else(|e| e.into_inner())
+    fn dirty(&self) -> std::sync::MutexGuard<'_, Dirty> {
+        self.dirty.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets how many changed live keys trigger a `KeyLive` checkpoint.
-    pub fn set_live_checkpoint_keys(&self, keys: usize) {
-        self.live_checkpoint_keys
-            .store(keys.max(1), Ordering::Relaxed);
+    /// Sets how many changed live keys trigger a checkpoint.
+    pub fn set_checkpoint_keys(&self, keys: usize) {
+        self.checkpoint_keys.store(keys.max(1), Ordering::Relaxed);
     }
 
-    /// Writes the live keys changed since the last checkpoint (sorted,
-    /// ingested) and then the revision `KeyLive` is complete to. Called by
-    /// the writer after a group, before physical compaction and on a clean
-    /// stop; never while a group is being committed.
-    pub fn checkpoint_live(&self) -> Result<()> {
+    /// Writes the history entries and live keys changed since the last
+    /// checkpoint (each sorted and ingested) and then the revision both are
+    /// complete to. Called by the writer only (after a group, before
+    /// physical compaction, on open and on a clean stop), never while a
+    /// group is being committed, so everything dirty is in the records.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.checkpoint_until(CheckpointStep::Revision)
+    }
+
+    /// A checkpoint interrupted (as by a crash) after `last`.
+    #[cfg(test)]
+    pub(crate) fn checkpoint_interrupted(&self, last: CheckpointStep) -> Result<()> {
+        self.checkpoint_until(last)
+    }
+
+    fn checkpoint_until(&self, last: CheckpointStep) -> Result<()> {
         let rev = self.read().current_rev;
-        let mut dirty = self.live_dirty();
-        if dirty.is_empty() && self.live_checkpoint.load(Ordering::Acquire) == rev {
+        let mut dirty = self.dirty();
+        if dirty.live.is_empty()
+            && dirty.history.is_empty()
+            && self.checkpoint_rev.load(Ordering::Acquire) == rev
+        {
             return Ok(());
         }
-        let entries = dirty
-            .iter()
-            .map(|(k, l)| (k.clone(), l.map(|l| l.encode())))
+        // History first: a crash after it leaves entries the next open
+        // replays anyway (the same keys and values).
+        let mut history: Vec<(Vec<u8>, Option<Vec<u8>>)> = std::mem::take(&mut dirty.history)
+            .into_iter()
+            .map(|(k, tombstone)| (k, Some(disk::history_value(tombstone))))
             .collect();
-        self.backend.ingest(Partition::KeyLive, entries)?;
-        write_live_checkpoint(self.backend.as_ref(), rev)?;
-        dirty.clear();
-        self.live_checkpoint.store(rev, Ordering::Release);
+        history.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.backend.ingest(Partition::KeyHistory, history)?;
+        if last == CheckpointStep::History {
+            return Ok(());
+        }
+        let live = std::mem::take(&mut dirty.live)
+            .into_iter()
+            .map(|(k, l)| (k, l.map(|l| l.encode())))
+            .collect();
+        self.backend.ingest(Partition::KeyLive, live)?;
+        if last == CheckpointStep::Live {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        b.put(
+            Partition::Meta,
+            disk::META_CHECKPOINT.to_vec(),
+            disk::encode_i64(rev),
+        );
+        self.backend.write(b)?;
+        self.checkpoint_rev.store(rev, Ordering::Release);
         Ok(())
     }
 
@@ -675,6 +717,7 @@ impl Store {
             lease_exists,
             batch: Batch::new(),
             live: BTreeMap::new(),
+            history: Vec::new(),
             changes: Vec::new(),
             overlay: HashMap::new(),
             rev,
@@ -694,20 +737,43 @@ impl Store {
     }
 
     /// etcd's HashKV: CRC-32C over the records up to `rev` (0 = current),
-    /// counting compacted history only as what a compaction keeps, so the
-    /// hash is the same before and after physical compaction.
+    /// counting compacted history only as what a compaction keeps (as etcd
+    /// does, from its index), so the hash is the same before and after
+    /// physical compaction.
     pub fn hash_kv(&self, rev: i64) -> Result<HashKv> {
-        let (snap, current, compact) = {
+        let (snap, at, current, compact, kept) = {
             let st = self.read();
-            (self.backend.snapshot(), st.current_rev, st.compact_rev)
+            let at = if rev <= 0 { st.current_rev } else { rev };
+            if at > st.current_rev {
+                return Err(MvccError::FutureRev);
+            }
+            if at < st.compact_rev {
+                return Err(MvccError::Compacted);
+            }
+            let compact = st.compact_rev;
+            // What a compaction keeps is what a read at `compact` sees: from
+            // the index at or above its floor, else (below) from the
+            // snapshot's history, outside the lock.
+            let kept = (compact >= st.floor).then(|| {
+                st.index
+                    .range(&Span::From(Vec::new()), compact)
+                    .into_iter()
+                    .map(|(_, a)| a.modified)
+                    .collect::<HashSet<Revision>>()
+            });
+            (self.backend.snapshot(), at, st.current_rev, compact, kept)
         };
-        let at = if rev <= 0 { current } else { rev };
-        if at > current {
-            return Err(MvccError::FutureRev);
-        }
-        if at < compact {
-            return Err(MvccError::Compacted);
-        }
+        let kept = match kept {
+            Some(k) => k,
+            None => Records {
+                view: snap.as_ref(),
+                overlay: None,
+            }
+            .disk_revs_at(&Span::From(Vec::new()), compact)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect(),
+        };
         let hi = Revision::new(at.saturating_add(1), 0).to_key(false);
         let mut crc = crc32c::crc32c(b"key");
         for item in snap.scan(
@@ -718,7 +784,7 @@ impl Store {
             let (k, v) = item?;
             let (r, tombstone) = Revision::from_key(&k)
                 .ok_or_else(|| MvccError::Corrupt(format!("record key {k:02x?}")))?;
-            if r.main <= compact && !kept_by_compaction(snap.as_ref(), r, tombstone, &v, compact)? {
+            if r.main <= compact && (tombstone || !kept.contains(&r)) {
                 continue;
             }
             crc = crc32c::crc32c_append(crc, &k);
@@ -750,9 +816,10 @@ impl Store {
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .map(|j| j.target);
-        if target.is_some_and(|t| t > self.live_checkpoint.load(Ordering::Acquire)) {
-            // The records a restart would replay must stay.
-            self.checkpoint_live()?;
+        if target.is_some_and(|t| t > self.checkpoint_rev.load(Ordering::Acquire)) {
+            // The walk below needs the history up to the target on disk,
+            // and the records a restart would replay must stay.
+            self.checkpoint()?;
         }
         let mut guard = self
             .disk_compaction
@@ -828,38 +895,6 @@ fn compact_key_history(group: &[disk::HistoryEntry], target: i64, batch: &mut Ba
     }
 }
 
-/// Whether a record at `r <= compact` is one a compaction at `compact` keeps:
-/// the newest entry of its key at or below `compact`, and not a tombstone.
-fn kept_by_compaction(
-    view: &dyn ReadView,
-    r: Revision,
-    tombstone: bool,
-    value: &[u8],
-    compact: i64,
-) -> Result<bool> {
-    if tombstone {
-        return Ok(false);
-    }
-    let kv = decode_kv(r, value)?;
-    let lo = disk::history_prefix(&kv.key);
-    let hi = disk::history_key(&kv.key, Revision::new(compact.saturating_add(1), 0));
-    let newest = view
-        .scan(
-            Partition::KeyHistory,
-            (Bound::Included(lo), Bound::Excluded(hi)),
-            true,
-        )
-        .next()
-        .transpose()?;
-    match newest {
-        Some((k, v)) => {
-            let e = disk::decode_history(&k, &v)?;
-            Ok(e.rev == r && !e.tombstone)
-        }
-        None => Ok(false),
-    }
-}
-
 // ------------------------------------------------------------------ writes
 
 /// One request's revision bookkeeping: changes take `(begin + 1, sub)`.
@@ -892,6 +927,8 @@ pub struct Writer<'s> {
     batch: Batch,
     /// Final KeyLive state per key touched (a key appears once per batch).
     live: BTreeMap<Vec<u8>, Option<LiveKey>>,
+    /// New KeyHistory entries (key, tombstone), for the next checkpoint.
+    history: Vec<(Vec<u8>, bool)>,
     changes: Vec<Change>,
     overlay: HashMap<Revision, usize>,
     /// Latest revision assigned (published or in this group).
@@ -1020,11 +1057,8 @@ impl<'s> Writer<'s> {
         };
         self.batch
             .put(Partition::Rev, change.rev.to_key(change.tombstone), stored);
-        self.batch.put(
-            Partition::KeyHistory,
-            disk::history_key(&key, change.rev),
-            disk::history_value(change.tombstone),
-        );
+        self.history
+            .push((disk::history_key(&key, change.rev), change.tombstone));
         if change.tombstone {
             let was_live = st.index.tombstone(&key, change.rev);
             assert!(was_live, "tombstone of a key that is not live");
@@ -1306,13 +1340,6 @@ impl<'s> Writer<'s> {
 
     /// Writes the group as one atomic batch and publishes its revision.
     pub fn commit(mut self) -> Result<Committed> {
-        let checkpoint = {
-            let mut dirty = self.store.live_dirty();
-            dirty.extend(std::mem::take(&mut self.live));
-            dirty.len() >= self.store.live_checkpoint_keys.load(Ordering::Relaxed)
-                || self.rev - self.store.live_checkpoint.load(Ordering::Acquire)
-                    >= LIVE_CHECKPOINT_REVISIONS
-        };
         self.batch.put(
             Partition::Meta,
             disk::META_REVISION.to_vec(),
@@ -1330,8 +1357,19 @@ impl<'s> Writer<'s> {
             );
             st.current_rev = self.rev;
         }
+        let checkpoint = {
+            let mut dirty = self.store.dirty();
+            dirty.live.extend(std::mem::take(&mut self.live));
+            dirty.history.append(&mut self.history);
+            dirty.live.len() >= self.store.checkpoint_keys.load(Ordering::Relaxed)
+                || dirty.history.len() >= CHECKPOINT_HISTORY_ENTRIES
+                || self
+                    .rev
+                    .saturating_sub(self.store.checkpoint_rev.load(Ordering::Acquire))
+                    >= CHECKPOINT_REVISIONS
+        };
         if checkpoint {
-            self.store.checkpoint_live()?;
+            self.store.checkpoint()?;
         }
         if let Some(target) = self.compacted {
             let mut dc = self
