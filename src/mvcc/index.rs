@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
+use smallvec::SmallVec;
+
 use super::key_index::{KeyAt, KeyIndex};
 use super::revision::Revision;
 
@@ -54,9 +56,22 @@ impl Span {
     }
 }
 
+/// A user key as the index holds it: inline up to 24 bytes, so a lookup
+/// compares keys inside the tree's nodes instead of following a pointer
+/// (a cache miss) for every comparison; longer keys are on the heap.
+type IndexKey = SmallVec<[u8; 24]>;
+
 #[derive(Debug, Default)]
 pub struct TreeIndex {
-    keys: BTreeMap<Vec<u8>, KeyIndex>,
+    keys: BTreeMap<IndexKey, KeyIndex>,
+}
+
+/// The bounds of `span` as slices (what the tree is searched by).
+fn slice_bounds(b: &(Bound<Vec<u8>>, Bound<Vec<u8>>)) -> (Bound<&[u8]>, Bound<&[u8]>) {
+    (
+        b.0.as_ref().map(Vec::as_slice),
+        b.1.as_ref().map(Vec::as_slice),
+    )
 }
 
 impl TreeIndex {
@@ -94,8 +109,8 @@ impl TreeIndex {
                 .collect();
         }
         self.keys
-            .range::<Vec<u8>, _>(span.bounds())
-            .filter_map(|(k, ki)| ki.get(at).map(|a| (k.clone(), a)))
+            .range::<[u8], _>(slice_bounds(&span.bounds()))
+            .filter_map(|(k, ki)| ki.get(at).map(|a| (k.to_vec(), a)))
             .collect()
     }
 
@@ -105,8 +120,8 @@ impl TreeIndex {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for (k, ki) in self.keys.range::<Vec<u8>, _>(span.bounds()) {
-            out.extend(ki.since(since).into_iter().map(|r| (k.clone(), r)));
+        for (k, ki) in self.keys.range::<[u8], _>(slice_bounds(&span.bounds())) {
+            out.extend(ki.since(since).into_iter().map(|r| (k.to_vec(), r)));
         }
         out
     }
@@ -117,7 +132,7 @@ impl TreeIndex {
             None => {
                 let mut ki = KeyIndex::new();
                 ki.put(rev);
-                self.keys.insert(key.to_vec(), ki);
+                self.keys.insert(IndexKey::from_slice(key), ki);
             }
         }
     }
@@ -135,7 +150,19 @@ impl TreeIndex {
             "keys must be sorted and unique"
         );
         Self {
-            keys: keys.into_iter().collect(),
+            keys: keys
+                .into_iter()
+                .map(|(k, ki)| {
+                    // from_vec keeps a heap buffer whose capacity is
+                    // larger than inline, however short the key.
+                    let k = if k.len() <= 24 {
+                        IndexKey::from_slice(&k)
+                    } else {
+                        IndexKey::from_vec(k)
+                    };
+                    (k, ki)
+                })
+                .collect(),
         }
     }
 

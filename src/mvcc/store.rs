@@ -87,8 +87,9 @@ pub struct Store {
 /// What the next checkpoint writes: the changes made after the last one.
 #[derive(Default)]
 struct Dirty {
-    /// Final state of each changed live key (`None`: deleted).
-    live: BTreeMap<Vec<u8>, Option<LiveKey>>,
+    /// Final state of each changed live key (`None`: deleted); sorted
+    /// when written.
+    live: HashMap<Vec<u8>, Option<LiveKey>>,
     /// New `KeyHistory` entries (key, tombstone), unsorted.
     history: Vec<(Vec<u8>, bool)>,
 }
@@ -581,10 +582,11 @@ impl Store {
         if last == CheckpointStep::History {
             return Ok(());
         }
-        let live = std::mem::take(&mut dirty.live)
+        let mut live: Vec<(Vec<u8>, Option<Vec<u8>>)> = std::mem::take(&mut dirty.live)
             .into_iter()
             .map(|(k, l)| (k, l.map(|l| l.encode())))
             .collect();
+        live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.backend.ingest(Partition::KeyLive, live)?;
         if last == CheckpointStep::Live {
             return Ok(());
@@ -716,7 +718,7 @@ impl Store {
             store: self,
             lease_exists,
             batch: Batch::new(),
-            live: BTreeMap::new(),
+            live: Vec::new(),
             history: Vec::new(),
             changes: Vec::new(),
             overlay: HashMap::new(),
@@ -925,8 +927,9 @@ pub struct Writer<'s> {
     store: &'s Store,
     lease_exists: &'s dyn Fn(i64) -> bool,
     batch: Batch,
-    /// Final KeyLive state per key touched (a key appears once per batch).
-    live: BTreeMap<Vec<u8>, Option<LiveKey>>,
+    /// KeyLive states in change order (a later one of a key replaces an
+    /// earlier one when they join the dirty set).
+    live: Vec<(Vec<u8>, Option<LiveKey>)>,
     /// New KeyHistory entries (key, tombstone), for the next checkpoint.
     history: Vec<(Vec<u8>, bool)>,
     changes: Vec<Change>,
@@ -1065,7 +1068,7 @@ impl<'s> Writer<'s> {
         } else {
             st.index.put(&key, change.rev);
         }
-        self.live.insert(key, live);
+        self.live.push((key, live));
         self.overlay.insert(change.rev, self.changes.len());
         self.changes.push(change);
     }
@@ -1359,7 +1362,7 @@ impl<'s> Writer<'s> {
         }
         let checkpoint = {
             let mut dirty = self.store.dirty();
-            dirty.live.extend(std::mem::take(&mut self.live));
+            dirty.live.extend(self.live.drain(..));
             dirty.history.append(&mut self.history);
             dirty.live.len() >= self.store.checkpoint_keys.load(Ordering::Relaxed)
                 || dirty.history.len() >= CHECKPOINT_HISTORY_ENTRIES
