@@ -238,12 +238,20 @@ async fn forward(
     // The next message, taken from the queue, waiting for room in `tx`.
     let mut pending: Option<RaftMessage> = None;
     let mut last_sent = tokio::time::Instant::now();
+    // Created once, not per message: a select re-creating them registers
+    // two watch waiters and a timer for every message it forwards.
+    let PeerCtx { stop, urls, .. } = ctx;
+    let stop = stopped(stop);
+    let urls = urls.changed();
+    // Fires at most once per idle interval; a stream that sent since only
+    // moves it on.
+    let ping = tokio::time::sleep(STREAM_IDLE_PING);
+    tokio::pin!(stop, urls, ping);
     loop {
-        let ping_at = last_sent + STREAM_IDLE_PING;
         tokio::select! {
             biased;
-            _ = stopped(&mut ctx.stop) => return StreamEnd::Stopped,
-            changed = ctx.urls.changed() => return match changed {
+            _ = &mut stop => return StreamEnd::Stopped,
+            changed = &mut urls => return match changed {
                 Ok(()) => StreamEnd::UrlsChanged,
                 Err(_) => StreamEnd::Stopped,
             },
@@ -260,8 +268,14 @@ async fn forward(
                 Some(m) => pending = Some(codec::encode(m)),
                 None => return StreamEnd::Stopped,
             },
-            _ = tokio::time::sleep_until(ping_at), if pending.is_none() => {
-                pending = Some(keepalive());
+            _ = &mut ping, if pending.is_none() => {
+                let due = last_sent + STREAM_IDLE_PING;
+                if due <= tokio::time::Instant::now() {
+                    pending = Some(keepalive());
+                    ping.as_mut().reset(tokio::time::Instant::now() + STREAM_IDLE_PING);
+                } else {
+                    ping.as_mut().reset(due);
+                }
             }
         }
     }

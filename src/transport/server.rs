@@ -151,7 +151,16 @@ impl Peer for PeerService {
         let peer = format!("{sender:x}");
         tracing::debug!(%peer, "peer stream opened");
         let mut stream = request.into_inner();
-        while let Some(wire) = self.next(&mut stream).await? {
+        // Once per stream, not per message (each would register a waiter).
+        let closed = self.inbound.closed();
+        tokio::pin!(closed);
+        loop {
+            let wire = tokio::select! {
+                biased;
+                _ = &mut closed => return Err(Status::unavailable("member stopped")),
+                m = stream.message() => m?,
+            };
+            let Some(wire) = wire else { break };
             // A member removed while its stream was open learns it here.
             self.check_not_removed(sender)?;
             if peer::is_keepalive(&wire) {
