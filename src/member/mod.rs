@@ -645,7 +645,14 @@ impl Member {
         };
         {
             let backend = backend.clone();
+            let store = store.clone();
+            // Raft asks on this member's task, between groups. Checkpointed
+            // first, a snapshot carries the whole history: its receiver
+            // replays nothing.
             raft_log.set_snapshotter(Arc::new(move |_index, to| {
+                store
+                    .checkpoint()
+                    .map_err(|e| concord_raft::StorageError::Other(e.to_string()))?;
                 snapshot::create(backend.as_ref(), to)
             }));
         }

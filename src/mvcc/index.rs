@@ -4,7 +4,7 @@
 //! ranges, in key order. It holds no values; those live in the revision
 //! records on disk.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 
 use smallvec::SmallVec;
@@ -174,6 +174,15 @@ impl TreeIndex {
             !ki.is_empty()
         });
         keep
+    }
+
+    /// The revision of every key alive at `at` (keys not copied).
+    pub fn live_revisions_at(&self, at: i64) -> HashSet<Revision> {
+        self.keys
+            .values()
+            .filter_map(|ki| ki.get(at))
+            .map(|a| a.modified)
+            .collect()
     }
 
     /// The revisions a compaction at `at` would keep.

@@ -489,7 +489,13 @@ fn store_matches_model_on_fjall() {
 #[test]
 fn restart_reads_below_the_floor_from_disk_history() {
     let be: Arc<dyn Backend> = Arc::new(MemBackend::new());
-    let store = Store::open(be.clone()).unwrap();
+    write_k_history(&Store::open(be.clone()).unwrap());
+    check_k_history(&Store::open(be).unwrap());
+}
+
+/// Revisions 2 put "1", 3 put "2", 4 delete, 5 put "3" of key `k`, in
+/// three groups; nothing checkpointed.
+fn write_k_history(store: &Store) {
     let nl = no_leases;
     for (i, v) in ["1", "2", "3"].iter().enumerate() {
         let mut w = store.writer(&nl);
@@ -508,26 +514,45 @@ fn restart_reads_below_the_floor_from_disk_history() {
         }
         w.commit().unwrap();
     }
-    // revisions: 2 put "1", 3 put "2", 4 delete, 5 put "3"
-    let store = Store::open(be).unwrap();
-    let at = |rev| {
-        store
-            .range(&RangeRequest {
-                key: b"k".to_vec(),
-                revision: rev,
-                ..Default::default()
-            })
-            .unwrap()
-            .0
-            .kvs
-            .into_iter()
-            .map(|kv| (String::from_utf8(kv.value).unwrap(), kv.version))
-            .collect::<Vec<_>>()
-    };
+}
+
+/// Reads `k` at every revision [`write_k_history`] wrote.
+fn check_k_history(store: &Store) {
+    let at = |rev| k_at(store, rev);
     assert!(at(1).is_empty());
     assert_eq!(at(2), [("1".to_string(), 1)]);
     assert_eq!(at(3), [("2".to_string(), 2)]);
     assert!(at(4).is_empty());
     assert_eq!(at(5), [("3".to_string(), 1)]);
     assert_eq!(at(0), [("3".to_string(), 1)]);
+}
+
+#[test]
+fn reload_checkpoints_the_replayed_history_before_serving() {
+    let be: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let store = Store::open(be.clone()).unwrap();
+    write_k_history(&store);
+    // A reload (as after a snapshot install) moves the floor to 5: the
+    // history below it must be on disk before it serves.
+    store.reload().unwrap();
+    check_k_history(&store);
+    // And the checkpoint is recorded: a crash now replays nothing.
+    drop(store);
+    check_k_history(&Store::open(be).unwrap());
+}
+
+/// Values and versions of key `k` at `rev`.
+fn k_at(store: &Store, rev: i64) -> Vec<(String, i64)> {
+    store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            revision: rev,
+            ..Default::default()
+        })
+        .unwrap()
+        .0
+        .kvs
+        .into_iter()
+        .map(|kv| (String::from_utf8(kv.value).unwrap(), kv.version))
+        .collect()
 }

@@ -464,6 +464,58 @@ fn load(backend: &dyn Backend) -> Result<Loaded> {
     })
 }
 
+/// Writes `dirty` (each part sorted and ingested) and then `rev` as the
+/// revision `KeyHistory` and `KeyLive` are complete to, stopping after
+/// `last` (as a crash would, in tests).
+fn write_checkpoint(
+    backend: &dyn Backend,
+    dirty: Dirty,
+    rev: i64,
+    last: CheckpointStep,
+) -> Result<()> {
+    // History first: a crash after it leaves entries the next open replays
+    // anyway (the same keys and values).
+    let mut history: Vec<(Vec<u8>, Option<Vec<u8>>)> = dirty
+        .history
+        .into_iter()
+        .map(|(k, tombstone)| (k, Some(disk::history_value(tombstone))))
+        .collect();
+    history.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    backend.ingest(Partition::KeyHistory, history)?;
+    if last == CheckpointStep::History {
+        return Ok(());
+    }
+    let mut live: Vec<(Vec<u8>, Option<Vec<u8>>)> = dirty
+        .live
+        .into_iter()
+        .map(|(k, l)| (k, l.map(|l| l.encode())))
+        .collect();
+    live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    backend.ingest(Partition::KeyLive, live)?;
+    if last == CheckpointStep::Live {
+        return Ok(());
+    }
+    let mut b = Batch::new();
+    b.put(
+        Partition::Meta,
+        disk::META_CHECKPOINT.to_vec(),
+        disk::encode_i64(rev),
+    );
+    Ok(backend.write(b)?)
+}
+
+/// Checkpoints what [`load`] replayed (and records a missing checkpoint),
+/// so that the history is on disk up to the floor before anyone reads;
+/// returns the checkpoint revision.
+fn checkpoint_loaded(backend: &dyn Backend, loaded: &mut Loaded) -> Result<i64> {
+    let rev = loaded.state.current_rev;
+    let dirty = std::mem::take(&mut loaded.dirty);
+    if loaded.checkpoint != Some(rev) || !dirty.live.is_empty() || !dirty.history.is_empty() {
+        write_checkpoint(backend, dirty, rev, CheckpointStep::Revision)?;
+    }
+    Ok(rev)
+}
+
 /// How far a checkpoint gets (tests stop it early, as a crash would).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum CheckpointStep {
@@ -503,26 +555,27 @@ impl Store {
     /// Opens the store over `backend`, rebuilding the index from the live-key
     /// summaries (never from history or values).
     pub fn open(backend: Arc<dyn Backend>) -> Result<Self> {
-        let loaded = load(backend.as_ref())?;
-        let store = Self {
+        let mut loaded = load(backend.as_ref())?;
+        let checkpoint = checkpoint_loaded(backend.as_ref(), &mut loaded)?;
+        Ok(Self {
             backend,
             restored_leases: Mutex::new(loaded.leased),
             state: RwLock::new(loaded.state),
             disk_compaction: Mutex::new(loaded.disk_compaction),
-            dirty: Mutex::new(loaded.dirty),
+            dirty: Mutex::new(Dirty::default()),
             checkpoint_keys: AtomicUsize::new(CHECKPOINT_KEYS),
-            checkpoint_rev: AtomicI64::new(loaded.checkpoint.unwrap_or(i64::MIN)),
-        };
-        // The floor is the current revision: the history below it must be
-        // on disk (and an unrecorded checkpoint recorded).
-        store.checkpoint()?;
-        Ok(store)
+            checkpoint_rev: AtomicI64::new(checkpoint),
+        })
     }
 
     /// Reloads everything from the backend after its contents were replaced
     /// (a raft snapshot was installed): the index, revisions, compaction.
     pub fn reload(&self) -> Result<()> {
-        let loaded = load(self.backend.as_ref())?;
+        let mut loaded = load(self.backend.as_ref())?;
+        // Before publishing: readers below the new floor need its history.
+        let checkpoint = checkpoint_loaded(self.backend.as_ref(), &mut loaded)?;
+        *self.dirty() = Dirty::default();
+        self.checkpoint_rev.store(checkpoint, Ordering::Release);
         *self.write() = loaded.state;
         *self
             .disk_compaction
@@ -532,10 +585,7 @@ impl Store {
             .restored_leases
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = loaded.leased;
-        *self.dirty() = loaded.dirty;
-        self.checkpoint_rev
-            .store(loaded.checkpoint.unwrap_or(i64::MIN), Ordering::Release);
-        self.checkpoint()
+        Ok(())
     }
 
     fn dirty(&self) -> std::sync::MutexGuard<'_, Dirty> {
@@ -571,34 +621,15 @@ impl Store {
         {
             return Ok(());
         }
-        // History first: a crash after it leaves entries the next open
-        // replays anyway (the same keys and values).
-        let mut history: Vec<(Vec<u8>, Option<Vec<u8>>)> = std::mem::take(&mut dirty.history)
-            .into_iter()
-            .map(|(k, tombstone)| (k, Some(disk::history_value(tombstone))))
-            .collect();
-        history.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.backend.ingest(Partition::KeyHistory, history)?;
-        if last == CheckpointStep::History {
-            return Ok(());
+        write_checkpoint(
+            self.backend.as_ref(),
+            std::mem::take(&mut *dirty),
+            rev,
+            last,
+        )?;
+        if last == CheckpointStep::Revision {
+            self.checkpoint_rev.store(rev, Ordering::Release);
         }
-        let mut live: Vec<(Vec<u8>, Option<Vec<u8>>)> = std::mem::take(&mut dirty.live)
-            .into_iter()
-            .map(|(k, l)| (k, l.map(|l| l.encode())))
-            .collect();
-        live.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        self.backend.ingest(Partition::KeyLive, live)?;
-        if last == CheckpointStep::Live {
-            return Ok(());
-        }
-        let mut b = Batch::new();
-        b.put(
-            Partition::Meta,
-            disk::META_CHECKPOINT.to_vec(),
-            disk::encode_i64(rev),
-        );
-        self.backend.write(b)?;
-        self.checkpoint_rev.store(rev, Ordering::Release);
         Ok(())
     }
 
@@ -663,7 +694,13 @@ impl Store {
         };
         let revs = match mem_revs {
             Some(r) => r,
-            None => records.disk_revs_at(&span, at)?,
+            None => {
+                debug_assert!(
+                    at < self.checkpoint_rev.load(Ordering::Acquire),
+                    "a read at {at}, below the floor, beyond the history on disk"
+                );
+                records.disk_revs_at(&span, at)?
+            }
         };
         Ok((finish_range(req, revs, &records)?, current))
     }
@@ -755,14 +792,15 @@ impl Store {
             let compact = st.compact_rev;
             // What a compaction keeps is what a read at `compact` sees: from
             // the index at or above its floor, else (below) from the
-            // snapshot's history, outside the lock.
-            let kept = (compact >= st.floor).then(|| {
-                st.index
-                    .range(&Span::From(Vec::new()), compact)
-                    .into_iter()
-                    .map(|(_, a)| a.modified)
-                    .collect::<HashSet<Revision>>()
-            });
+            // snapshot's history, outside the lock. Nothing when nothing
+            // was compacted.
+            let kept = if compact <= 0 {
+                Some(HashSet::new())
+            } else if compact >= st.floor {
+                Some(st.index.live_revisions_at(compact))
+            } else {
+                None
+            };
             (self.backend.snapshot(), at, st.current_rev, compact, kept)
         };
         let kept = match kept {

@@ -274,7 +274,7 @@ fn mem_failed_persist_poisons_until_restart() {
 #[cfg(not(madsim))]
 mod data_dir {
     use super::super::fjall_backend::{FjallBackend, FORMAT_VERSION};
-    use super::super::StorageError;
+    use super::super::{Backend, Batch, Partition, ReadView, StorageError};
     use std::fs;
 
     #[test]
@@ -342,6 +342,29 @@ mod data_dir {
             Ok(_) => panic!("opened an older format"),
         }
         assert_eq!(fs::read(&marker).unwrap(), b"concord data format 1\n");
+    }
+
+    #[test]
+    fn opens_format_2_and_marks_it_format_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = FjallBackend::open(dir.path()).expect("create");
+        let mut b = Batch::new();
+        b.put(Partition::Meta, b"k".to_vec(), b"v".to_vec());
+        be.write(b).expect("write");
+        be.persist().expect("persist");
+        drop(be);
+        let marker = dir.path().join("concord.format");
+        fs::write(&marker, b"concord data format 2\n").unwrap();
+        let be = FjallBackend::open(dir.path()).expect("a format 2 dir opens");
+        assert_eq!(
+            be.get(Partition::Meta, b"k").expect("get"),
+            Some(b"v".to_vec())
+        );
+        assert_eq!(
+            fs::read(&marker).unwrap(),
+            format!("concord data format {FORMAT_VERSION}\n").into_bytes(),
+            "marked with the format it is now written in"
+        );
     }
 
     #[test]

@@ -20,7 +20,13 @@ use super::{Backend, Batch, KeyRange, Op, Partition, ReadView, Result, ScanIter,
 
 /// The on-disk format this build writes and the newest it reads.
 /// 2: the log is raft's (hard state, configuration, compaction point).
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: `key_history` is complete only up to `mvcc/live_checkpoint` (the
+/// entries after it are replayed from the records on open); a build of
+/// format 2 would never write them, so it must not open a format 3 dir.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format this build opens, upgrading its marker in place: a
+/// format 2 dir is a valid format 3 dir (its history is complete).
+const FORMAT_OLDEST_READ: u32 = 2;
 const FORMAT_FILE: &str = "concord.format";
 const FORMAT_PREFIX: &str = "concord data format ";
 
@@ -73,12 +79,15 @@ fn claim_data_dir(dir: &Path) -> Result<bool> {
                 supported: FORMAT_VERSION,
             });
         }
-        if version < FORMAT_VERSION {
+        if version < FORMAT_OLDEST_READ {
             return Err(StorageError::OlderFormat {
                 path: dir.display().to_string(),
                 found: version,
                 supported: FORMAT_VERSION,
             });
+        }
+        if version < FORMAT_VERSION {
+            write_format_marker(dir)?;
         }
         return Ok(false);
     }
