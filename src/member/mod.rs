@@ -749,11 +749,11 @@ impl Member {
             t.stop();
         }
         // Everything accepted was made durable before being answered; a
-        // final persist covers the applied state written since (with the
-        // live keys, so that the next start replays nothing).
+        // final persist covers the applied state written since (after a
+        // checkpoint, so that the next start replays nothing).
         if result.is_ok() {
             if let Err(e) = self.shared.store.checkpoint() {
-                tracing::warn!(error = %e, "could not checkpoint live keys before exit");
+                tracing::warn!(error = %e, "could not checkpoint the store before exit");
             }
         }
         if self.backend.persist().is_ok() && result.is_ok() {

@@ -59,7 +59,8 @@ impl Span {
 /// A user key as the index holds it: inline up to 24 bytes, so a lookup
 /// compares keys inside the tree's nodes instead of following a pointer
 /// (a cache miss) for every comparison; longer keys are on the heap.
-type IndexKey = SmallVec<[u8; 24]>;
+type IndexKey = SmallVec<[u8; INLINE_KEY_BYTES]>;
+const INLINE_KEY_BYTES: usize = 24;
 
 #[derive(Debug, Default)]
 pub struct TreeIndex {
@@ -155,7 +156,7 @@ impl TreeIndex {
                 .map(|(k, ki)| {
                     // from_vec keeps a heap buffer whose capacity is
                     // larger than inline, however short the key.
-                    let k = if k.len() <= 24 {
+                    let k = if k.len() <= INLINE_KEY_BYTES {
                         IndexKey::from_slice(&k)
                     } else {
                         IndexKey::from_vec(k)

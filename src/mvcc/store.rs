@@ -517,7 +517,7 @@ fn checkpoint_loaded(backend: &dyn Backend, loaded: &mut Loaded) -> Result<i64> 
 }
 
 /// How far a checkpoint gets (tests stop it early, as a crash would).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CheckpointStep {
     History,
     Live,

@@ -10,6 +10,8 @@
 //! mailbox is closed (the member stopped).
 
 use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
@@ -122,14 +124,19 @@ impl PeerService {
             .await
             .map_err(|_| Status::unavailable("member stopped"))
     }
+}
 
-    /// The next item of `stream`, or `UNAVAILABLE` once the member stopped.
-    async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, Status> {
-        tokio::select! {
-            biased;
-            _ = self.inbound.closed() => Err(Status::unavailable("member stopped")),
-            m = stream.message() => m,
-        }
+/// The next item of `stream`, or `UNAVAILABLE` once `closed` (the member's
+/// mailbox closing) resolves. `closed` is created once per stream: one per
+/// item would register a waiter for every message.
+async fn next<T>(
+    stream: &mut Streaming<T>,
+    closed: Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<T>, Status> {
+    tokio::select! {
+        biased;
+        _ = closed => Err(Status::unavailable("member stopped")),
+        m = stream.message() => m,
     }
 }
 
@@ -151,16 +158,9 @@ impl Peer for PeerService {
         let peer = format!("{sender:x}");
         tracing::debug!(%peer, "peer stream opened");
         let mut stream = request.into_inner();
-        // Once per stream, not per message (each would register a waiter).
         let closed = self.inbound.closed();
         tokio::pin!(closed);
-        loop {
-            let wire = tokio::select! {
-                biased;
-                _ = &mut closed => return Err(Status::unavailable("member stopped")),
-                m = stream.message() => m?,
-            };
-            let Some(wire) = wire else { break };
+        while let Some(wire) = next(&mut stream, closed.as_mut()).await? {
             // A member removed while its stream was open learns it here.
             self.check_not_removed(sender)?;
             if peer::is_keepalive(&wire) {
@@ -184,13 +184,14 @@ impl Peer for PeerService {
         self.check_not_removed(sender)?;
         let peer = format!("{sender:x}");
         let mut stream = request.into_inner();
-        let first = self
-            .next(&mut stream)
+        let closed = self.inbound.closed();
+        tokio::pin!(closed);
+        let first = next(&mut stream, closed.as_mut())
             .await?
             .ok_or(SnapshotError::Empty)
             .map_err(|e| invalid(&peer, e))?;
         let mut reassembly = Reassembly::start(first).map_err(|e| invalid(&peer, e))?;
-        while let Some(chunk) = self.next(&mut stream).await? {
+        while let Some(chunk) = next(&mut stream, closed.as_mut()).await? {
             reassembly.push(chunk).map_err(|e| invalid(&peer, e))?;
         }
         let m = reassembly.finish().map_err(|e| invalid(&peer, e))?;
