@@ -205,6 +205,8 @@ async fn move_leader_and_membership_changes_with_etcdctl() {
         out.contains(&format!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{peer}\"")),
         "{out}"
     );
+    // etcdctl prints IDs as Go's %16x: space-padded to 16 columns, so an
+    // ID with a leading zero nibble reads "Member  6265b7ceaa9dd9a ...".
     let new_id = first.split_whitespace().nth(1).expect("id").to_string();
     let list = c.members[1].ctl_ok(&["member", "list"]);
     assert!(
@@ -223,7 +225,7 @@ async fn move_leader_and_membership_changes_with_etcdctl() {
     let peer2 = format!("http://127.0.0.1:{}", common::free_port());
     let out = c.members[2].ctl_ok(&["member", "update", &new_id, "--peer-urls", &peer2]);
     assert!(
-        out.contains(&format!("Member {new_id} updated in cluster")),
+        out.contains(&format!("Member {new_id:>16} updated in cluster")),
         "{out}"
     );
     assert!(c.members[2].ctl_ok(&["member", "list"]).contains(&peer2));
@@ -238,7 +240,7 @@ async fn move_leader_and_membership_changes_with_etcdctl() {
     }
     let out = c.members[1].ctl_ok(&["member", "remove", &new_id]);
     assert!(
-        out.contains(&format!("Member {new_id} removed from cluster")),
+        out.contains(&format!("Member {new_id:>16} removed from cluster")),
         "{out}"
     );
     let err = c.members[1].ctl_err(&["member", "remove", &new_id]);
