@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::Cluster;
 
-/// (leader id, raft term) as member `i` reports them.
+/// (leader id, raft term, own id) as member `i` reports them.
 async fn status(c: &Cluster, i: usize) -> (u64, u64, u64) {
     let mut client = c.members[i].client().await;
     let s = client.status().await.expect("status");
@@ -16,11 +16,69 @@ async fn status(c: &Cluster, i: usize) -> (u64, u64, u64) {
     (s.leader(), s.raft_term(), h.member_id())
 }
 
+/// Every member's (leader, term, own id) once all of them name the same
+/// leader in the same term (a member learns of an election a heartbeat
+/// after the winner).
+async fn agreed(c: &Cluster) -> Vec<(u64, u64, u64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let views: Vec<(u64, u64, u64)> =
+            futures::future::join_all((0..c.members.len()).map(|i| status(c, i))).await;
+        let (leader, term, _) = views[0];
+        if leader != 0 && views.iter().all(|v| (v.0, v.1) == (leader, term)) {
+            return views;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the members never agreed on a leader: {views:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// (leader id, index of the leader, indexes of the followers), agreed by all.
+async fn roles(c: &Cluster) -> (u64, usize, Vec<usize>) {
+    let views = agreed(c).await;
+    let leader = views[0].0;
+    let li = views
+        .iter()
+        .position(|v| v.2 == leader)
+        .expect("the leader is a member");
+    let followers = (0..views.len()).filter(|i| *i != li).collect();
+    (leader, li, followers)
+}
+
+/// Waits until member `i` has applied revision `rev` (serializable reads are
+/// answered from its own store).
+async fn applied(c: &Cluster, i: usize, rev: i64) {
+    let mut client = c.members[i].client().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client
+            .get(
+                "any",
+                Some(etcd_client::GetOptions::new().with_serializable()),
+            )
+            .await
+            .expect("get");
+        if r.header().map(|h| h.revision()) >= Some(rev) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member {i} never applied revision {rev}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn three_members_replicate_and_serve_from_every_member() {
     let c = Cluster::start(3, &[]);
     // etcd's IDs, and every member's published client URL.
-    let list = c.members[0].ctl_ok(&["member", "list"]);
+    // (Each member is ready once it has applied its own publication; m0
+    // applies the others' a little later.)
+    let list = c.members[0].member_list_when(|l| l.matches(", started, ").count() == 3);
     for (i, m) in c.members.iter().enumerate() {
         let id = concord::cluster::member_id(&[m.peer_url()], &c.token, None);
         let line = format!(
@@ -31,13 +89,8 @@ async fn three_members_replicate_and_serve_from_every_member() {
         assert!(list.lines().any(|l| l == line), "want {line:?} in\n{list}");
     }
     // One leader, the same for all, in the same term.
-    let views: Vec<(u64, u64, u64)> =
-        futures::future::join_all((0..3).map(|i| status(&c, i))).await;
-    assert!(views[0].0 != 0);
-    assert!(
-        views.iter().all(|v| (v.0, v.1) == (views[0].0, views[0].1)),
-        "{views:?}"
-    );
+    let views = agreed(&c).await;
+    assert!(views.iter().any(|v| v.2 == views[0].0), "{views:?}");
     // Writes through every member, linearizable reads through every other.
     for (i, m) in c.members.iter().enumerate() {
         m.ctl_ok(&["put", &format!("k{i}"), &format!("v{i}")]);
@@ -75,7 +128,8 @@ async fn three_members_replicate_and_serve_from_every_member() {
             .revision()
     };
     let mut hashes = Vec::new();
-    for m in &c.members {
+    for (i, m) in c.members.iter().enumerate() {
+        applied(&c, i, rev).await;
         let mut client = m.client().await;
         hashes.push(client.hash_kv(rev).await.expect("hashkv").hash());
     }
@@ -85,16 +139,8 @@ async fn three_members_replicate_and_serve_from_every_member() {
 #[tokio::test]
 async fn a_killed_leader_loses_no_acknowledged_write_and_catches_up() {
     let mut c = Cluster::start(3, &[]);
-    let (leader, term, _) = status(&c, 0).await;
-    let li = {
-        let mut found = None;
-        for i in 0..3 {
-            if status(&c, i).await.2 == leader {
-                found = Some(i);
-            }
-        }
-        found.expect("the leader is a member")
-    };
+    let (leader, li, _) = roles(&c).await;
+    let term = status(&c, li).await.1;
     let writer = (li + 1) % 3;
     let mut acked = Vec::new();
     for i in 0..50 {
@@ -155,7 +201,7 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_catches_up() {
             tokio::time::Instant::now() < deadline,
             "the restarted member did not catch up"
         );
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -163,14 +209,9 @@ async fn a_killed_leader_loses_no_acknowledged_write_and_catches_up() {
 async fn move_leader_and_membership_changes_with_etcdctl() {
     let mut c = Cluster::start(3, &[]);
     let eps = c.endpoints();
-    let (leader, _, _) = status(&c, 0).await;
-    let ids: Vec<u64> = {
-        let mut v = Vec::new();
-        for i in 0..3 {
-            v.push(status(&c, i).await.2);
-        }
-        v
-    };
+    let views = agreed(&c).await;
+    let leader = views[0].0;
+    let ids: Vec<u64> = views.iter().map(|v| v.2).collect();
     let target = *ids.iter().find(|id| **id != leader).expect("a follower");
     // move-leader: etcdctl finds the leader among the endpoints.
     let out = c.members[0].ctl_ok(&["--endpoints", &eps, "move-leader", &format!("{target:x}")]);
@@ -208,11 +249,8 @@ async fn move_leader_and_membership_changes_with_etcdctl() {
     // etcdctl prints IDs as Go's %16x: space-padded to 16 columns, so an
     // ID with a leading zero nibble reads "Member  6265b7ceaa9dd9a ...".
     let new_id = first.split_whitespace().nth(1).expect("id").to_string();
-    let list = c.members[1].ctl_ok(&["member", "list"]);
-    assert!(
-        list.contains(&format!("{new_id}, unstarted, , {peer}, , true")),
-        "{list}"
-    );
+    c.members[1]
+        .member_list_when(|l| l.contains(&format!("{new_id}, unstarted, , {peer}, , true")));
     let err = c.members[0].ctl_err(&["member", "add", "again", "--peer-urls", &peer]);
     assert!(err.contains("Peer URLs already exists"), "{err}");
     let err = c.members[0].ctl_err(&["member", "promote", &new_id]);
@@ -231,13 +269,7 @@ async fn move_leader_and_membership_changes_with_etcdctl() {
     assert!(c.members[2].ctl_ok(&["member", "list"]).contains(&peer2));
     // The others apply the update when they learn it committed (member
     // list is served from the local membership, as in etcd 3.4).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !c.members[0].ctl_ok(&["member", "list"]).contains(&peer2) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "member 0 never applied the update"
-        );
-    }
+    c.members[0].member_list_when(|l| l.contains(&peer2));
     let out = c.members[1].ctl_ok(&["member", "remove", &new_id]);
     assert!(
         out.contains(&format!("Member {new_id:>16} removed from cluster")),
@@ -251,34 +283,22 @@ async fn move_leader_and_membership_changes_with_etcdctl() {
     let victim_id = ids[victim];
     let out = c.members[ti].ctl_ok(&["member", "remove", &format!("{victim_id:x}")]);
     assert!(out.contains("removed from cluster"), "{out}");
-    let status = c.members[victim]
-        .child
-        .as_mut()
-        .expect("running")
-        .wait()
-        .expect("wait");
+    let status = c.members[victim].wait_exit();
     assert!(
         status.success(),
         "a removed member stops and exits 0, as etcd"
     );
-    c.members[victim].child = None;
     let survivor = (0..3).find(|i| *i != victim).expect("survivor");
     c.members[survivor].ctl_ok(&["put", "after", "removal"]);
-    let list = c.members[survivor].ctl_ok(&["member", "list"]);
-    assert_eq!(list.lines().count(), 2, "{list}");
+    c.members[survivor].member_list_when(|l| l.lines().count() == 2);
 }
 
 #[tokio::test]
 async fn a_member_behind_the_log_catches_up_by_snapshot() {
     // A small --snapshot-count keeps few log entries behind the applied index.
     let mut c = Cluster::start(3, &["--snapshot-count", "20"]);
-    let (leader, _, _) = status(&c, 0).await;
-    let mut lagger = 0;
-    for i in 0..3 {
-        if status(&c, i).await.2 != leader {
-            lagger = i;
-        }
-    }
+    let (_, _, followers) = roles(&c).await;
+    let lagger = followers[0];
     let writer = (0..3).find(|i| *i != lagger).expect("a writer");
     c.members[lagger].kill9();
     let mut client = c.members[writer].client().await;
@@ -307,22 +327,8 @@ async fn a_member_behind_the_log_catches_up_by_snapshot() {
     c.members[lagger].spawn();
     c.members[lagger].wait_for_log("installing a raft snapshot");
     // Its own store (serializable reads) has everything, and the same hash.
+    applied(&c, lagger, rev).await;
     let mut own = c.members[lagger].client().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = own
-            .get(
-                "leased",
-                Some(etcd_client::GetOptions::new().with_serializable()),
-            )
-            .await
-            .expect("get");
-        if r.header().map(|h| h.revision()) >= Some(rev) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no catch-up");
-        tokio::task::yield_now().await;
-    }
     let r = own
         .get(
             "s",
@@ -371,16 +377,13 @@ async fn member_add_then_start_with_existing_joins_and_a_learner_is_promoted() {
         "--initial-cluster-state".into(),
         "existing".into(),
     ];
-    joiner.spawn(); // ready once it has published itself through raft
-    let list = c.members[0].ctl_ok(&["member", "list"]);
-    assert!(
-        list.contains(&format!(
-            ", started, m3, {}, {}, false",
-            joiner.peer_url(),
-            joiner.url()
-        )),
-        "{list}"
+    joiner.spawn(); // ready once it has applied its own publication
+    let started = format!(
+        ", started, m3, {}, {}, false",
+        joiner.peer_url(),
+        joiner.url()
     );
+    c.members[0].member_list_when(|l| l.contains(&started));
     assert_eq!(joiner.ctl_ok(&["get", "j29", "--print-value-only"]), "v\n");
     joiner.ctl_ok(&["put", "from-m3", "x"]);
     assert_eq!(
@@ -416,20 +419,20 @@ async fn member_add_then_start_with_existing_joins_and_a_learner_is_promoted() {
         "existing".into(),
     ];
     learner.spawn();
-    loop {
+    common::eventually("the learner is promoted", || {
         let o = c.members[0].ctl(&["member", "promote", &id]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
         if o.status.success() {
-            break;
+            return Ok(());
         }
-        let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("in sync with leader"), "{err}");
-    }
-    let list = c.members[2].ctl_ok(&["member", "list"]);
+        Err(err)
+    });
+    let list = c.members[2].member_list_when(|l| !l.contains(", true"));
     assert!(
         list.contains(&format!("{id}, started, m4,")) && list.contains(", false\n"),
         "{list}"
     );
-    assert!(!list.contains(", true"), "no learner left: {list}");
 }
 
 #[test]
@@ -504,13 +507,7 @@ async fn a_member_with_the_wrong_cluster_token_is_rejected() {
 #[tokio::test]
 async fn leases_work_through_followers() {
     let c = Cluster::start(3, &[]);
-    let (leader, _, _) = status(&c, 0).await;
-    let mut followers = Vec::new();
-    for i in 0..3 {
-        if status(&c, i).await.2 != leader {
-            followers.push(i);
-        }
-    }
+    let (_, _, followers) = roles(&c).await;
     let (f1, f2) = (followers[0], followers[1]);
     let granted = c.members[f1].ctl_ok(&["lease", "grant", "300"]);
     let id = granted.split_whitespace().nth(1).expect("id").to_string();
@@ -521,7 +518,7 @@ async fn leases_work_through_followers() {
     let ttl = c.members[f2].ctl_ok(&["lease", "timetolive", &id, "--keys"]);
     assert!(ttl.contains("attached keys([lk])"), "{ttl}");
     // A short lease expires on the leader's clock; every member sees it.
-    let short = c.members[f2].ctl_ok(&["lease", "grant", "2"]);
+    let short = c.members[f2].ctl_ok(&["lease", "grant", "5"]);
     let sid = short.split_whitespace().nth(1).expect("id").to_string();
     c.members[f1].ctl_ok(&["put", "--lease", &sid, "gone", "v"]);
     let rev = {

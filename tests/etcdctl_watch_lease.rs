@@ -83,7 +83,7 @@ fn lease_grant_timetolive_keepalive_list_revoke() {
 #[test]
 fn an_expired_lease_deletes_its_keys() {
     let s = Server::start(&[]);
-    let id = lease_id(&s.ctl_ok(&["lease", "grant", "2"]));
+    let id = lease_id(&s.ctl_ok(&["lease", "grant", "5"]));
     s.ctl_ok(&["put", "--lease", &id, "e1", "v"]);
     s.ctl_ok(&["put", "--lease", &id, "e2", "v"]);
     // The expiry is an event: wait for the two deletes on a watch.

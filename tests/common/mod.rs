@@ -3,22 +3,51 @@
 //! lines, drive it with the real `etcdctl`, kill it (-9) and restart it.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_concord");
 
-/// A free port on 127.0.0.1 (bound and released; the OS does not hand it out
-/// again right away).
+/// A free port on 127.0.0.1, never handed out twice by this process.
+/// Binding port 0 and releasing it is not enough: with SO_REUSEADDR Linux
+/// picks from a few thousand ports, so the six ports of a 3-member cluster
+/// (picked before any member binds) collide now and then, as does the port
+/// of a member that is down between a kill and a restart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Polls `check` (up to 30 s, every 20 ms) until it returns `Ok`; the
+/// last `Err` says what was seen instead. For what nothing announces to a
+/// client, such as a member applying what the cluster committed a little
+/// after the member that answered the write.
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "never happened: {what}; last seen:\n{seen}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 pub fn etcdctl_path() -> &'static str {
@@ -247,6 +276,32 @@ impl Server {
             String::from_utf8_lossy(&o.stderr)
         );
         String::from_utf8(o.stdout).expect("utf8")
+    }
+
+    /// `member list` once it satisfies `ok` (this member may apply a
+    /// membership change after the member that answered it).
+    pub fn member_list_when(&self, ok: impl Fn(&str) -> bool) -> String {
+        eventually("the member list matches", || {
+            let list = self.ctl_ok(&["member", "list"]);
+            if ok(&list) {
+                Ok(list)
+            } else {
+                Err(list)
+            }
+        })
+    }
+
+    /// Waits (up to 30 s) for the process to exit; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = eventually("the member exits", || {
+            child
+                .try_wait()
+                .expect("try_wait")
+                .ok_or_else(|| "still running".to_string())
+        });
+        self.child = None;
+        status
     }
 
     /// etcdctl that must fail; returns its stderr's `Error: ...` line.
