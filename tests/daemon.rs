@@ -112,3 +112,51 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+/// etcd's YAML config file: the only source when given (flags other than
+/// `--config-file` and `ETCD_*` variables are ignored, without conflict).
+#[test]
+fn a_yaml_config_file_configures_the_member() {
+    let mut s = Server::prepare(&[]);
+    let file = s.data_dir.with_file_name("etcd.conf.yml");
+    let yaml = format!(
+        "# etcd.conf.yml\n\
+         name: from-yaml\n\
+         data-dir: {dir}\n\
+         listen-client-urls: {url}\n\
+         advertise-client-urls: {url}\n\
+         listen-peer-urls: {peer}\n\
+         initial-advertise-peer-urls: {peer}\n\
+         initial-cluster: from-yaml={peer}\n\
+         initial-cluster-state: new\n\
+         max-txn-ops: 1\n\
+         enable-v2: false\n\
+         a-key-etcd-does-not-know: 1\n\
+         client-transport-security:\n  client-cert-auth: false\n",
+        dir = s.data_dir.display(),
+        url = s.url(),
+        peer = s.peer_url(),
+    );
+    std::fs::write(&file, yaml).unwrap();
+    s.extra_args = vec!["--config-file".into(), file.display().to_string()];
+    s.envs.push(("ETCD_NAME".into(), "from-env".into()));
+    s.envs.push(("ETCD_MAX_TXN_OPS".into(), "100".into()));
+    s.spawn();
+    s.wait_for_log("unknown key in the config file");
+    let list = s.ctl_ok(&["member", "list"]);
+    assert!(list.contains(", started, from-yaml, "), "{list}");
+    let out = s.ctl_stdin(&["txn"], Some("\nput a 1\nput b 2\n\n\n"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("too many operations in txn request"));
+    // A file that cannot be read stops the start with the reason.
+    let o = Command::new(BIN)
+        .args(["--config-file", "/nonexistent/etcd.conf.yml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("cannot read the config file /nonexistent/etcd.conf.yml"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -68,6 +68,9 @@ fn main() -> ExitCode {
     for (flag, value) in &cfg.ignored {
         tracing::warn!(flag = %flag, value = %value, "flag accepted but not implemented yet; ignoring it");
     }
+    for key in &cfg.unknown_config_keys {
+        tracing::warn!(key = %key, "unknown key in the config file; ignoring it");
+    }
     tracing::info!(name = %cfg.name, data_dir = %cfg.data_dir.display(), version = env!("CARGO_PKG_VERSION"), "starting concord");
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,7 +6,11 @@
 //! concord does not implement yet are accepted and reported, so that etcd's
 //! own test harness can start the binary. Precedence: flag, then
 //! `ETCD_<FLAG>` for flags not given, then the default. An env var that
-//! shadows a flag given on the command line is an error, as in etcd.
+//! shadows a flag given on the command line is an error, as in etcd. With
+//! `--config-file` (or `ETCD_CONFIG_FILE`) the YAML file is the only source,
+//! as in etcd: the other flags and the environment are ignored (`yaml`).
+
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -30,8 +34,10 @@ pub enum ConfigError {
     EnvShadowed { env: String },
     #[error("--advertise-client-urls is required when --listen-client-urls is set explicitly")]
     AdvertiseRequired,
-    #[error("{0} is not supported by concord yet")]
-    Unsupported(String),
+    #[error("cannot read the config file {path}: {why}")]
+    ConfigFileRead { path: String, why: String },
+    #[error("config file: {0}")]
+    ConfigFile(String),
     #[error("--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]")]
     ElectionTimeout { election_ms: u64, heartbeat_ms: u64 },
 }
@@ -163,6 +169,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// etcd flags given but not implemented yet: (flag, value).
     pub ignored: Vec<(String, String)>,
+    /// Keys of the config file that etcd does not know (ignored).
+    pub unknown_config_keys: Vec<String>,
     pub print_version: bool,
 }
 
@@ -321,6 +329,15 @@ fn flag_kind(name: &str) -> Option<bool> {
         .or_else(|| ACCEPTED.iter().find(|(n, _)| *n == name).map(|(_, b)| *b))
 }
 
+/// The default of an implemented flag ("" for the others).
+fn default_of(flag: &str) -> String {
+    IMPLEMENTED
+        .iter()
+        .find(|(n, _, _)| *n == flag)
+        .map(|(_, _, d)| d.to_string())
+        .unwrap_or_default()
+}
+
 fn is_implemented(name: &str) -> bool {
     IMPLEMENTED.iter().any(|(n, _, _)| *n == name)
 }
@@ -437,7 +454,39 @@ impl Config {
         args: &[String],
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        Self::from_sources(args, env, &|path| std::fs::read_to_string(path))
+    }
+
+    /// Like [`Config::from_args_env`], reading a config file with `read`.
+    pub fn from_sources(
+        args: &[String],
+        env: &dyn Fn(&str) -> Option<String>,
+        read: &dyn Fn(&std::path::Path) -> std::io::Result<String>,
+    ) -> Result<Config, ConfigError> {
         let cli = parse_args(args)?;
+        let file = cli
+            .get("config-file")
+            .cloned()
+            .or_else(|| env(&env_name("config-file")))
+            .filter(|f| !f.is_empty());
+        if let Some(path) = file {
+            let text =
+                read(std::path::Path::new(&path)).map_err(|e| ConfigError::ConfigFileRead {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
+            let parsed = yaml::parse(&text)?;
+            let mut set = parsed.set;
+            // A file that sets listen-client-urls keeps the default
+            // advertise-client-urls (etcd requires it only of the flags).
+            if set.contains_key("listen-client-urls") {
+                set.entry("advertise-client-urls".into())
+                    .or_insert_with(|| default_of("advertise-client-urls"));
+            }
+            let mut cfg = Self::from_set(set)?;
+            cfg.unknown_config_keys = parsed.unknown;
+            return Ok(cfg);
+        }
         let mut set = cli.clone();
         let all_flags = IMPLEMENTED
             .iter()
@@ -461,18 +510,8 @@ impl Config {
     }
 
     fn from_set(set: BTreeMap<String, String>) -> Result<Config, ConfigError> {
-        let get = |flag: &str| -> String {
-            set.get(flag).cloned().unwrap_or_else(|| {
-                IMPLEMENTED
-                    .iter()
-                    .find(|(n, _, _)| *n == flag)
-                    .map(|(_, _, d)| d.to_string())
-                    .unwrap_or_default()
-            })
-        };
-        if set.contains_key("config-file") {
-            return Err(ConfigError::Unsupported("--config-file".into()));
-        }
+        let get =
+            |flag: &str| -> String { set.get(flag).cloned().unwrap_or_else(|| default_of(flag)) };
         if set.contains_key("listen-client-urls") && !set.contains_key("advertise-client-urls") {
             return Err(ConfigError::AdvertiseRequired);
         }
@@ -577,6 +616,7 @@ impl Config {
             log_level,
             log_format,
             ignored,
+            unknown_config_keys: Vec::new(),
             print_version: parse_bool("version", &get("version"))?,
             name,
             data_dir,
@@ -701,5 +741,106 @@ mod tests {
                 env: "ETCD_NAME".into()
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod file_tests {
+    use super::*;
+
+    const FILE: &str = "
+name: infra1
+data-dir: /var/lib/infra1
+listen-client-urls: http://127.0.0.1:22379
+listen-peer-urls: http://127.0.0.1:22380
+initial-advertise-peer-urls: http://127.0.0.1:22380
+initial-cluster: infra0=http://127.0.0.1:12380,infra1=http://127.0.0.1:22380
+initial-cluster-token: tok
+initial-cluster-state: existing
+heartbeat-interval: 50
+election-timeout: 500
+experimental-watch-progress-notify-interval: 2000000000
+strict-reconfig-check: false
+future-key: 1
+peer-transport-security:
+  auto-tls: true
+";
+
+    fn load(args: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        Config::from_sources(&args, env, &|p| {
+            if p == std::path::Path::new("/etc/etcd.yml") {
+                Ok(FILE.to_string())
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "No such file or directory",
+                ))
+            }
+        })
+    }
+
+    #[test]
+    fn the_config_file_is_the_only_source() {
+        // Other flags and ETCD_* variables are ignored, as etcd ignores them
+        // (no "shadowed" conflict either).
+        let env = |k: &str| (k == "ETCD_NAME").then(|| "from-env".to_string());
+        let c = load("--config-file /etc/etcd.yml --name from-flag", &env).expect("loads");
+        assert_eq!(c.name, "infra1");
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/infra1"));
+        assert_eq!(c.listen_client_urls[0].port, 22379);
+        // Not in the file: etcd's default (the file need not repeat it).
+        assert_eq!(c.advertise_client_urls[0].text, "http://localhost:2379");
+        assert_eq!(c.listen_peer_urls[0].port, 22380);
+        assert_eq!(c.initial_cluster_token, "tok");
+        assert_eq!(c.initial_cluster_state, "existing");
+        assert!(c
+            .initial_cluster
+            .starts_with("infra0=http://127.0.0.1:12380,"));
+        assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (50, 500));
+        assert_eq!(
+            c.watch_progress_notify_interval,
+            std::time::Duration::from_secs(2)
+        );
+        assert!(c.peer_tls.auto_tls && !c.client_tls.auto_tls);
+        assert!(c
+            .ignored
+            .contains(&("strict-reconfig-check".to_string(), "false".to_string())));
+        assert_eq!(c.unknown_config_keys, ["future-key"]);
+    }
+
+    #[test]
+    fn etcd_config_file_env_names_the_file() {
+        let env = |k: &str| (k == "ETCD_CONFIG_FILE").then(|| "/etc/etcd.yml".to_string());
+        assert_eq!(load("", &env).expect("loads").name, "infra1");
+        // Unknown flags are still refused: the command line is parsed first.
+        assert_eq!(
+            load("--nope", &env).unwrap_err(),
+            ConfigError::UnknownFlag("nope".into())
+        );
+    }
+
+    #[test]
+    fn a_missing_or_invalid_file_is_a_clear_error() {
+        let e = load("--config-file /nowhere.yml", &|_| None).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot read the config file /nowhere.yml: No such file or directory"
+        );
+        let bad = |text: &'static str| {
+            Config::from_sources(&["--config-file=/f".to_string()], &|_| None, &move |_| {
+                Ok(text.to_string())
+            })
+            .unwrap_err()
+        };
+        assert!(matches!(
+            bad("heartbeat-interval: 100\nelection-timeout: 200\n"),
+            ConfigError::ElectionTimeout { .. }
+        ));
+        assert!(matches!(
+            bad("initial-cluster-state: maybe\n"),
+            ConfigError::InvalidValue { .. }
+        ));
+        assert!(matches!(bad("name: [a\n"), ConfigError::ConfigFile(_)));
     }
 }
