@@ -74,8 +74,6 @@ pub enum MemberError {
     Storage(#[from] StorageError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
-    #[error("data dir belongs to cluster {found:x}, not to {want:x}")]
-    WrongCluster { found: u64, want: u64 },
     #[error("raft: {0}")]
     Raft(#[from] concord_raft::Error),
     #[error("no leader")]
