@@ -8,7 +8,8 @@
 //! - [`kv_requests`]: protobuf-encoded etcd KV requests (Range, Put,
 //!   DeleteRange, Txn, Compaction) decoded, validated as the gRPC layer
 //!   validates them, and run against a revision store on the in-memory
-//!   backend, with restarts, checkpoints and physical compaction steps in
+//!   backend in groups of up to 8 (one commit each, as the applier commits
+//!   a group of raft entries), with restarts, checkpoints and physical compaction steps in
 //!   between; the store's debug assertions and a few properties checked
 //!   here (revisions never go back, a write takes at most one revision,
 //!   reads at the current revision agree after a restart) turn into crashes.
@@ -20,7 +21,7 @@ use prost::Message;
 
 use crate::api::check::{check_delete, check_put, check_range, check_txn, is_txn_read_only};
 use crate::config::Config;
-use crate::mvcc::Store;
+use crate::mvcc::{Store, Writer};
 use crate::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest,
 };
@@ -56,9 +57,12 @@ pub fn config_parse(data: &[u8]) {
     let file = input.file.clone();
     if let Ok(cfg) = Config::from_sources(&input.args, &env, &move |_| Ok(file.clone())) {
         // What the daemon derives from a valid configuration must not fail
-        // either.
-        assert!(cfg.heartbeat_interval_ms > 0);
-        assert!(cfg.election_timeout_ms >= 5 * cfg.heartbeat_interval_ms);
+        // either: the member's timings, the gRPC size limit, the lease
+        // minimum.
+        let _ = crate::node::member_config(&cfg);
+        let _ = crate::api::max_recv_bytes(cfg.max_request_bytes);
+        let _ =
+            crate::lease::Lessor::min_ttl_secs(cfg.heartbeat_interval_ms, cfg.election_timeout_ms);
         // The member IDs and the initial cluster are computed from it.
         let _ = crate::cluster::Membership::bootstrap(&crate::node::bootstrap_of(&cfg));
     }
@@ -67,8 +71,9 @@ pub fn config_parse(data: &[u8]) {
 /// One step of [`kv_requests`].
 #[derive(Debug, Arbitrary)]
 enum KvStep {
-    /// A request: which kind, and its protobuf encoding.
-    Request { kind: u8, bytes: Vec<u8> },
+    /// A group of requests (up to 8): which kind, and its protobuf
+    /// encoding.
+    Group(Vec<(u8, Vec<u8>)>),
     /// Close the store and open it again on the same backend.
     Restart,
     /// Write the in-memory history and live-key changes to disk.
@@ -80,70 +85,45 @@ enum KvStep {
 /// Decodes, validates and runs KV requests on a store; see the module doc.
 pub fn kv_requests(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let backend: Arc<dyn Backend> = Arc::new(MemBackend::new());
+    let steps = std::iter::from_fn(|| KvStep::arbitrary(&mut u).ok()).take(64);
+    run_kv(steps, false);
+}
+
+/// Runs `steps` on a new store. Every step is made durable (fsync) as the
+/// member makes a group durable before it answers, and a restart is a
+/// crash: what was not made durable is lost. `skip_fsync` plants a bug for
+/// the tests: groups that end at an odd revision are not made durable.
+fn run_kv(steps: impl Iterator<Item = KvStep>, skip_fsync: bool) {
+    let mem = Arc::new(MemBackend::new());
+    let backend: Arc<dyn Backend> = mem.clone();
     let mut store = Store::open(backend.clone()).expect("a new store opens");
     // Leases with an even ID exist.
     let lease_exists = |id: i64| id % 2 == 0;
-    for _ in 0..64 {
-        let Ok(step) = KvStep::arbitrary(&mut u) else {
-            break;
-        };
+    for step in steps {
         let before = store.current_revision();
         match step {
-            KvStep::Request { kind, bytes } => {
-                let bytes = bytes.as_slice();
-                // A group of one request, committed whether it succeeded or
+            KvStep::Group(requests) => {
+                // One group, committed whether its requests succeeded or
                 // not, as the applier commits its groups. Errors are fine.
                 let mut w = store.writer(&lease_exists);
-                match kind % 5 {
-                    0 => {
-                        if let Ok(r) = RangeRequest::decode(bytes) {
-                            if check_range(&r).is_ok() {
-                                let _ = store.range(&r);
-                            }
-                        }
-                    }
-                    1 => {
-                        if let Ok(r) = PutRequest::decode(bytes) {
-                            if check_put(&r).is_ok() {
-                                let _ = w.put(&r);
-                            }
-                        }
-                    }
-                    2 => {
-                        if let Ok(r) = DeleteRangeRequest::decode(bytes) {
-                            if check_delete(&r).is_ok() {
-                                let _ = w.delete_range(&r);
-                            }
-                        }
-                    }
-                    3 => {
-                        if let Ok(r) = TxnRequest::decode(bytes) {
-                            if check_txn(&r, 128).is_ok() {
-                                if is_txn_read_only(&r) {
-                                    let _ = store.read_txn(&r);
-                                } else {
-                                    let _ = w.txn(&r);
-                                }
-                            }
-                        }
-                    }
-                    _ => {
-                        if let Ok(r) = CompactionRequest::decode(bytes) {
-                            let _ = w.compact(r.revision);
-                        }
-                    }
+                for (kind, bytes) in requests.iter().take(8) {
+                    let from = w.revision();
+                    run_request(&store, &mut w, *kind, bytes);
+                    let to = w.revision();
+                    assert!(
+                        to == from || to == from + 1,
+                        "one request took revisions {from}..{to}"
+                    );
                 }
-                let rev = w.revision();
-                assert!(
-                    rev == before || rev == before + 1,
-                    "one request took revisions {before}..{rev}"
-                );
-                w.commit().expect("the in-memory backend does not fail");
+                let committed = w.commit().expect("the in-memory backend does not fail");
+                if !(skip_fsync && committed.revision % 2 == 1) {
+                    backend.persist().expect("fsync");
+                }
             }
             KvStep::Restart => {
                 let all = everything(&store);
                 drop(store);
+                mem.crash();
                 store = Store::open(backend.clone()).expect("the store reopens");
                 assert_eq!(store.current_revision(), before, "revision after a restart");
                 assert_eq!(everything(&store), all, "live keys after a restart");
@@ -153,14 +133,59 @@ pub fn kv_requests(data: &[u8]) {
                 store
                     .compact_disk_step(usize::from(limit) + 1)
                     .expect("compaction step");
+                backend.persist().expect("fsync");
             }
         }
         assert!(store.current_revision() >= before, "the revision went back");
     }
 }
 
-/// Every live key and value at the current revision.
-fn everything(store: &Store) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+/// Decodes one request of `kind` and, if the gRPC layer would accept it,
+/// runs it (writes in `w`'s group, reads on the published store).
+fn run_request(store: &Store, w: &mut Writer<'_>, kind: u8, bytes: &[u8]) {
+    match kind % 5 {
+        0 => {
+            if let Ok(r) = RangeRequest::decode(bytes) {
+                if check_range(&r).is_ok() {
+                    let _ = store.range(&r);
+                }
+            }
+        }
+        1 => {
+            if let Ok(r) = PutRequest::decode(bytes) {
+                if check_put(&r).is_ok() {
+                    let _ = w.put(&r);
+                }
+            }
+        }
+        2 => {
+            if let Ok(r) = DeleteRangeRequest::decode(bytes) {
+                if check_delete(&r).is_ok() {
+                    let _ = w.delete_range(&r);
+                }
+            }
+        }
+        3 => {
+            if let Ok(r) = TxnRequest::decode(bytes) {
+                if check_txn(&r, 128).is_ok() {
+                    if is_txn_read_only(&r) {
+                        let _ = store.read_txn(&r);
+                    } else {
+                        let _ = w.txn(&r);
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Ok(r) = CompactionRequest::decode(bytes) {
+                let _ = w.compact(r.revision);
+            }
+        }
+    }
+}
+
+/// Every live key at the current revision, and the compacted revision.
+fn everything(store: &Store) -> (Vec<crate::proto::mvccpb::KeyValue>, i64) {
     let all = RangeRequest {
         key: vec![0],
         range_end: vec![0],
@@ -169,11 +194,7 @@ fn everything(store: &Store) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
     let (result, _) = store
         .range(&all)
         .expect("a full range at the current revision");
-    result
-        .kvs
-        .into_iter()
-        .map(|kv| (kv.key, kv.value, kv.mod_revision))
-        .collect()
+    (result.kvs, store.compact_revision())
 }
 
 #[cfg(test)]
@@ -194,13 +215,36 @@ mod tests {
             let result = std::panic::catch_unwind(|| run(&data));
             assert!(
                 result.is_ok(),
-                "corpus input {} fails\nreplay: cargo fuzz run -s none {target} {}",
+                "corpus input {} fails\nreplay: cargo fuzz run -s none -a {target} {}",
                 path.display(),
                 path.display()
             );
             n += 1;
         }
         assert!(n >= 10, "expected a seed corpus, found {n} inputs");
+    }
+
+    /// The harness catches a lost write: with the fsync of the second of
+    /// two puts skipped (planted), the restart loses that put.
+    #[test]
+    fn kv_harness_catches_writes_lost_at_a_restart() {
+        use super::{run_kv, KvStep};
+        use crate::proto::etcdserverpb::PutRequest;
+        use prost::Message;
+        let steps = || {
+            let put = PutRequest {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            };
+            let put = || KvStep::Group(vec![(1, put.encode_to_vec())]);
+            vec![put(), put(), KvStep::Restart].into_iter()
+        };
+        run_kv(steps(), false);
+        let planted = std::panic::catch_unwind(|| run_kv(steps(), true));
+        let msg = planted.expect_err("a lost write passed the harness");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("revision after a restart"), "{msg}");
     }
 
     #[test]

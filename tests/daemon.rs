@@ -138,10 +138,17 @@ fn a_yaml_config_file_configures_the_member() {
         peer = s.peer_url(),
     );
     std::fs::write(&file, yaml).unwrap();
-    s.extra_args = vec!["--config-file".into(), file.display().to_string()];
+    // A flag beside --config-file is ignored, as in etcd.
+    s.extra_args = vec![
+        "--config-file".into(),
+        file.display().to_string(),
+        "--max-txn-ops".into(),
+        "100".into(),
+    ];
     s.envs.push(("ETCD_NAME".into(), "from-env".into()));
     s.envs.push(("ETCD_MAX_TXN_OPS".into(), "100".into()));
     s.spawn();
+    s.wait_for_log("loaded server configuration");
     s.wait_for_log("unknown key in the config file");
     let list = s.ctl_ok(&["member", "list"]);
     assert!(list.contains(", started, from-yaml, "), "{list}");

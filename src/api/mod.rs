@@ -45,7 +45,7 @@ pub fn header_at(member: &Handle, revision: i64) -> Option<ResponseHeader> {
 
 /// gRPC server limits etcd uses: receive up to max-request-bytes + 512 KiB.
 pub fn max_recv_bytes(max_request_bytes: usize) -> usize {
-    max_request_bytes + 512 * 1024
+    max_request_bytes.saturating_add(512 * 1024)
 }
 
 /// A connection to the current leader's client URL, for the requests only

@@ -68,6 +68,9 @@ fn main() -> ExitCode {
     for (flag, value) in &cfg.ignored {
         tracing::warn!(flag = %flag, value = %value, "flag accepted but not implemented yet; ignoring it");
     }
+    if let Some(file) = &cfg.config_file {
+        tracing::info!(path = %file.display(), "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided");
+    }
     for key in &cfg.unknown_config_keys {
         tracing::warn!(key = %key, "unknown key in the config file; ignoring it");
     }

@@ -38,8 +38,12 @@ pub enum ConfigError {
     ConfigFileRead { path: String, why: String },
     #[error("config file: {0}")]
     ConfigFile(String),
+    #[error("config file {path}: {why}")]
+    ConfigFileAt { path: String, why: String },
     #[error("--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]")]
     ElectionTimeout { election_ms: u64, heartbeat_ms: u64 },
+    #[error("--election-timeout[{0}ms] is too long, and should be set less than 50000ms")]
+    ElectionTooLong(u64),
 }
 
 /// How the daemon writes its logs.
@@ -171,6 +175,8 @@ pub struct Config {
     pub ignored: Vec<(String, String)>,
     /// Keys of the config file that etcd does not know (ignored).
     pub unknown_config_keys: Vec<String>,
+    /// The config file read (then the only source of the configuration).
+    pub config_file: Option<PathBuf>,
     pub print_version: bool,
 }
 
@@ -329,6 +335,16 @@ fn flag_kind(name: &str) -> Option<bool> {
         .or_else(|| ACCEPTED.iter().find(|(n, _)| *n == name).map(|(_, b)| *b))
 }
 
+/// etcd's watch progress interval: zero keeps the default (10 minutes),
+/// anything shorter than 100 ms is raised to 100 ms.
+fn progress_interval(d: std::time::Duration) -> std::time::Duration {
+    if d.is_zero() {
+        std::time::Duration::from_secs(600)
+    } else {
+        d.max(std::time::Duration::from_millis(100))
+    }
+}
+
 /// The default of an implemented flag ("" for the others).
 fn default_of(flag: &str) -> String {
     IMPLEMENTED
@@ -475,8 +491,21 @@ impl Config {
                     path: path.clone(),
                     why: e.to_string(),
                 })?;
-            let parsed = yaml::parse(&text)?;
+            let parsed = yaml::parse(&text).map_err(|e| match e {
+                ConfigError::ConfigFile(why) => ConfigError::ConfigFileAt {
+                    path: path.clone(),
+                    why,
+                },
+                other => other,
+            })?;
             let mut set = parsed.set;
+            // What is not configuration, as etcd reads --version first;
+            // and concord's own --log-format, which no file key sets.
+            for flag in ["version", "log-format"] {
+                if let Some(v) = cli.get(flag) {
+                    set.insert(flag.into(), v.clone());
+                }
+            }
             // A file that sets listen-client-urls keeps the default
             // advertise-client-urls (etcd requires it only of the flags).
             if set.contains_key("listen-client-urls") {
@@ -485,6 +514,7 @@ impl Config {
             }
             let mut cfg = Self::from_set(set)?;
             cfg.unknown_config_keys = parsed.unknown;
+            cfg.config_file = Some(PathBuf::from(path));
             return Ok(cfg);
         }
         let mut set = cli.clone();
@@ -553,12 +583,16 @@ impl Config {
         }
         let heartbeat_ms: u64 = parse_num("heartbeat-interval", &get("heartbeat-interval"))?;
         let election_ms: u64 = parse_num("election-timeout", &get("election-timeout"))?;
-        // etcd's rule (embed.Config.Validate), which also keeps both non-zero.
-        if heartbeat_ms == 0 || election_ms < 5 * heartbeat_ms {
+        // etcd's rules (embed.Config.Validate), which also keep both
+        // non-zero and small.
+        if heartbeat_ms == 0 || heartbeat_ms.checked_mul(5).is_none_or(|h| election_ms < h) {
             return Err(ConfigError::ElectionTimeout {
                 election_ms,
                 heartbeat_ms,
             });
+        }
+        if election_ms > 50_000 {
+            return Err(ConfigError::ElectionTooLong(election_ms));
         }
         let path =
             |flag: &str| Some(PathBuf::from(get(flag))).filter(|p| !p.as_os_str().is_empty());
@@ -607,16 +641,17 @@ impl Config {
             snapshot_count: parse_num("snapshot-count", &get("snapshot-count"))?,
             heartbeat_interval_ms: heartbeat_ms,
             election_timeout_ms: election_ms,
-            watch_progress_notify_interval: parse_duration(
+            watch_progress_notify_interval: progress_interval(parse_duration(
                 "experimental-watch-progress-notify-interval",
                 &get("experimental-watch-progress-notify-interval"),
-            )?,
+            )?),
             peer_tls,
             client_tls,
             log_level,
             log_format,
             ignored,
             unknown_config_keys: Vec::new(),
+            config_file: None,
             print_version: parse_bool("version", &get("version"))?,
             name,
             data_dir,
@@ -647,12 +682,37 @@ mod tests {
         for bad in [
             "--heartbeat-interval 100 --election-timeout 400",
             "--heartbeat-interval 0",
+            "--heartbeat-interval 9223372036854775807",
         ] {
             assert!(matches!(
                 Config::from_args_env(&args(bad), &no_env),
                 Err(ConfigError::ElectionTimeout { .. })
             ));
         }
+        assert_eq!(
+            Config::from_args_env(&args("--election-timeout 60000"), &no_env)
+                .unwrap_err()
+                .to_string(),
+            "--election-timeout[60000ms] is too long, and should be set less than 50000ms"
+        );
+    }
+
+    #[test]
+    fn watch_progress_interval_follows_etcds_bounds() {
+        let d = |v: &str| {
+            Config::from_args_env(
+                &args(&format!(
+                    "--experimental-watch-progress-notify-interval={v}"
+                )),
+                &no_env,
+            )
+            .unwrap()
+            .watch_progress_notify_interval
+        };
+        use std::time::Duration as D;
+        assert_eq!(d("5ns"), D::from_millis(100));
+        assert_eq!(d("0"), D::from_secs(600));
+        assert_eq!(d("2s"), D::from_secs(2));
     }
 
     #[test]
@@ -807,6 +867,15 @@ peer-transport-security:
             .ignored
             .contains(&("strict-reconfig-check".to_string(), "false".to_string())));
         assert_eq!(c.unknown_config_keys, ["future-key"]);
+        assert_eq!(c.config_file, Some(PathBuf::from("/etc/etcd.yml")));
+        // What is not configuration still comes from the command line.
+        let c = load(
+            "--config-file /etc/etcd.yml --version --log-format json",
+            &|_| None,
+        )
+        .expect("loads");
+        assert!(c.print_version);
+        assert_eq!(c.log_format, LogFormat::Json);
     }
 
     #[test]
@@ -841,6 +910,8 @@ peer-transport-security:
             bad("initial-cluster-state: maybe\n"),
             ConfigError::InvalidValue { .. }
         ));
-        assert!(matches!(bad("name: [a\n"), ConfigError::ConfigFile(_)));
+        assert!(bad("name: [a\n")
+            .to_string()
+            .starts_with("config file /f: "));
     }
 }

@@ -14,10 +14,120 @@
 
 use std::collections::BTreeMap;
 
-use yaml_rust2::parser::{Event, EventReceiver, Parser};
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{flag_kind, ConfigError};
+
+/// etcd's file keys (3.4, and those 3.5 adds), the TLS objects aside. A
+/// file key is not a flag: top-level `cert-file` or `version` mean nothing
+/// to etcd and are reported as unknown here too.
+const KEYS: &[&str] = &[
+    "name",
+    "data-dir",
+    "wal-dir",
+    "snapshot-count",
+    "max-snapshots",
+    "max-wals",
+    "heartbeat-interval",
+    "election-timeout",
+    "initial-election-tick-advance",
+    "backend-batch-interval",
+    "backend-batch-limit",
+    "quota-backend-bytes",
+    "max-txn-ops",
+    "max-request-bytes",
+    "max-concurrent-streams",
+    "cipher-suites",
+    "initial-cluster-state",
+    "discovery-srv",
+    "discovery-srv-name",
+    "discovery-proxy",
+    "discovery",
+    "initial-cluster",
+    "initial-cluster-token",
+    "strict-reconfig-check",
+    "enable-v2",
+    "auto-compaction-mode",
+    "auto-compaction-retention",
+    "grpc-keepalive-min-time",
+    "grpc-keepalive-interval",
+    "grpc-keepalive-timeout",
+    "pre-vote",
+    "auth-token",
+    "bcrypt-cost",
+    "auth-token-ttl",
+    "experimental-initial-corrupt-check",
+    "experimental-corrupt-check-time",
+    "experimental-enable-v2v3",
+    "experimental-backend-bbolt-freelist-type",
+    "experimental-enable-lease-checkpoint",
+    "experimental-enable-lease-checkpoint-persist",
+    "experimental-compaction-batch-limit",
+    "experimental-watch-progress-notify-interval",
+    "experimental-warning-apply-duration",
+    "force-new-cluster",
+    "enable-pprof",
+    "metrics",
+    "listen-metrics-urls",
+    "logger",
+    "log-level",
+    "log-outputs",
+    "log-output",
+    "debug",
+    "log-package-levels",
+    "enable-grpc-gateway",
+    "unsafe-no-fsync",
+    "listen-peer-urls",
+    "listen-client-urls",
+    "initial-advertise-peer-urls",
+    "advertise-client-urls",
+    "cors",
+    "host-whitelist",
+    "proxy",
+    "discovery-fallback",
+    "proxy-failure-wait",
+    "proxy-refresh-interval",
+    "proxy-dial-timeout",
+    "proxy-write-timeout",
+    "proxy-read-timeout",
+    // etcd 3.5
+    "listen-client-http-urls",
+    "tls-min-version",
+    "tls-max-version",
+    "self-signed-cert-validity",
+    "v2-deprecation",
+    "enable-log-rotation",
+    "log-rotation-config-json",
+    "backend-bbolt-freelist-type",
+    "experimental-compact-hash-check-enabled",
+    "experimental-compact-hash-check-time",
+    "experimental-compaction-sleep-interval",
+    "experimental-downgrade-check-time",
+    "experimental-memory-mlock",
+    "experimental-txn-mode-write-with-shared-buffer",
+    "experimental-bootstrap-defrag-threshold-megabytes",
+    "experimental-stop-grpc-service-on-defrag",
+    "experimental-snapshot-catch-up-entries",
+    "experimental-enable-distributed-tracing",
+    "experimental-distributed-tracing-address",
+    "experimental-distributed-tracing-service-name",
+    "experimental-distributed-tracing-instance-id",
+    "experimental-distributed-tracing-sampling-rate",
+];
+
+/// Keys etcd applies only when not empty (an empty string keeps the
+/// default).
+const EMPTY_IS_DEFAULT: &[&str] = &[
+    "listen-peer-urls",
+    "listen-client-urls",
+    "initial-advertise-peer-urls",
+    "advertise-client-urls",
+    "initial-cluster-state",
+];
+
+/// Deepest nesting accepted (etcd's keys nest two levels).
+const MAX_DEPTH: usize = 64;
 
 /// Keys whose value is a Go `time.Duration`: integer nanoseconds in YAML.
 const DURATION_KEYS: &[&str] = &[
@@ -64,12 +174,24 @@ pub struct FileFlags {
 /// Parses the text of a config file.
 pub fn parse(text: &str) -> Result<FileFlags, ConfigError> {
     let bad = |why: String| ConfigError::ConfigFile(why);
-    let mut aliases = AliasCheck(false);
-    Parser::new_from_str(text)
-        .load(&mut aliases, true)
-        .map_err(|e| bad(e.to_string()))?;
-    if aliases.0 {
-        return Err(bad("YAML aliases are not supported".into()));
+    // First a flat pass over the events (the loader recurses and copies
+    // aliased nodes): no aliases, no deep nesting.
+    let mut parser = Parser::new_from_str(text);
+    let mut depth = 0usize;
+    loop {
+        let (event, _) = parser.next_token().map_err(|e| bad(e.to_string()))?;
+        match event {
+            Event::StreamEnd => break,
+            Event::Alias(_) => return Err(bad("YAML aliases are not supported".into())),
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(bad(format!("nested deeper than {MAX_DEPTH} levels")));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
     let docs = YamlLoader::load_from_str(text).map_err(|e| bad(e.to_string()))?;
     let mut out = FileFlags::default();
@@ -100,8 +222,12 @@ pub fn parse(text: &str) -> Result<FileFlags, ConfigError> {
             .iter()
             .find(|(yaml, _)| *yaml == key)
             .map_or(key.as_str(), |(_, flag)| flag);
-        match flag_kind(flag) {
+        match flag_kind(flag).filter(|_| KEYS.contains(&key.as_str())) {
             Some(is_bool) => {
+                let empty = matches!(&v, Yaml::String(s) if s.is_empty());
+                if empty && EMPTY_IS_DEFAULT.contains(&flag) {
+                    continue;
+                }
                 if let Some(value) = value(flag, &key, is_bool, v)? {
                     out.set.insert(flag.to_string(), value);
                 }
@@ -180,6 +306,8 @@ fn value(flag: &str, key: &str, is_bool: bool, v: Yaml) -> Result<Option<String>
             v if LIST_KEYS.contains(&flag) => return wrong("a list of strings", &v),
             Yaml::String(s) | Yaml::Real(s) => s,
             Yaml::Integer(n) => n.to_string(),
+            // etcd reads a YAML scalar into a string field as its text.
+            Yaml::Boolean(b) => b.to_string(),
             v => return wrong("a string or a number", &v),
         };
     Ok(Some(text))
@@ -208,18 +336,6 @@ fn kind(v: &Yaml) -> &'static str {
         Yaml::Alias(_) => "an alias",
         Yaml::Null => "null",
         Yaml::BadValue => "a bad value",
-    }
-}
-
-/// Notes whether the document uses an alias (checked before loading: the
-/// loader copies the aliased node at every use).
-struct AliasCheck(bool);
-
-impl EventReceiver for AliasCheck {
-    fn on_event(&mut self, ev: Event) {
-        if matches!(ev, Event::Alias(_)) {
-            self.0 = true;
-        }
     }
 }
 
@@ -325,6 +441,7 @@ peer-transport-security:
             .contains("grpc-keepalive-timeout: want an integer of nanoseconds"));
         assert!(err("cipher-suites: TLS_X\n").contains("cipher-suites: want a list of strings"));
         assert!(err("name: [a]\n").contains("name: want a string or a number"));
+        assert_eq!(set("name: true\n")["name"], "true");
         assert!(err("peer-transport-security: x\n").contains("want a mapping"));
         assert!(err("client-transport-security:\n  client-cert-auth: 1\n")
             .contains("client-transport-security.client-cert-auth: want a boolean"));
@@ -340,5 +457,22 @@ peer-transport-security:
             text.push_str(&format!("a{i}: &a{i} [{}]\n", refs.join(", ")));
         }
         assert!(err(&text).contains("aliases are not supported"));
+        // Deep nesting is refused before anything recurses over it.
+        assert!(err(&"- ".repeat(100_000)).contains("nested deeper than 64 levels"));
+    }
+
+    #[test]
+    fn only_etcds_file_keys_count() {
+        // Flags that are not file keys (TLS sits in the nested objects).
+        let f =
+            parse("cert-file: /c.pem\nversion: true\nlog-format: json\nconfig-file: x\n").unwrap();
+        assert!(f.set.is_empty(), "{:?}", f.set);
+        assert_eq!(
+            f.unknown,
+            ["cert-file", "version", "log-format", "config-file"]
+        );
+        // etcd applies these only when not empty.
+        assert!(set("listen-client-urls: \"\"\ninitial-cluster-state: \"\"\n").is_empty());
+        assert_eq!(set("initial-cluster: \"\"\n")["initial-cluster"], "");
     }
 }
