@@ -20,11 +20,10 @@ use arbitrary::{Arbitrary, Unstructured};
 use prost::Message;
 
 use crate::api::check::{check_delete, check_put, check_range, check_txn, is_txn_read_only};
+use crate::api::error::EtcdError;
 use crate::config::Config;
 use crate::mvcc::{Store, Writer};
-use crate::proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, TxnRequest,
-};
+use crate::proto::etcdserverpb::{CompactionRequest, RangeRequest, TxnRequest};
 use crate::storage::mem::MemBackend;
 use crate::storage::Backend;
 
@@ -145,43 +144,43 @@ fn run_kv(steps: impl Iterator<Item = KvStep>, skip_fsync: bool) {
 fn run_request(store: &Store, w: &mut Writer<'_>, kind: u8, bytes: &[u8]) {
     match kind % 5 {
         0 => {
-            if let Ok(r) = RangeRequest::decode(bytes) {
-                if check_range(&r).is_ok() {
-                    let _ = store.range(&r);
-                }
+            if let Some(r) = valid(bytes, check_range) {
+                let _ = store.range(&r);
             }
         }
         1 => {
-            if let Ok(r) = PutRequest::decode(bytes) {
-                if check_put(&r).is_ok() {
-                    let _ = w.put(&r);
-                }
+            if let Some(r) = valid(bytes, check_put) {
+                let _ = w.put(&r);
             }
         }
         2 => {
-            if let Ok(r) = DeleteRangeRequest::decode(bytes) {
-                if check_delete(&r).is_ok() {
-                    let _ = w.delete_range(&r);
-                }
+            if let Some(r) = valid(bytes, check_delete) {
+                let _ = w.delete_range(&r);
             }
         }
         3 => {
-            if let Ok(r) = TxnRequest::decode(bytes) {
-                if check_txn(&r, 128).is_ok() {
-                    if is_txn_read_only(&r) {
-                        let _ = store.read_txn(&r);
-                    } else {
-                        let _ = w.txn(&r);
-                    }
+            if let Some(r) = valid(bytes, |r: &TxnRequest| check_txn(r, 128)) {
+                if is_txn_read_only(&r) {
+                    let _ = store.read_txn(&r);
+                } else {
+                    let _ = w.txn(&r);
                 }
             }
         }
         _ => {
-            if let Ok(r) = CompactionRequest::decode(bytes) {
+            if let Some(r) = valid(bytes, |_: &CompactionRequest| Ok(())) {
                 let _ = w.compact(r.revision);
             }
         }
     }
+}
+
+/// The request `bytes` encode, if they decode and `check` accepts it.
+fn valid<T: Message + Default>(
+    bytes: &[u8],
+    check: impl Fn(&T) -> Result<(), EtcdError>,
+) -> Option<T> {
+    T::decode(bytes).ok().filter(|r| check(r).is_ok())
 }
 
 /// Every live key at the current revision, and the compacted revision.
