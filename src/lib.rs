@@ -5,6 +5,7 @@ pub mod api;
 pub mod bench;
 pub mod cluster;
 pub mod config;
+pub mod corrupt;
 pub mod fuzz;
 pub mod lease;
 pub mod member;

@@ -15,17 +15,18 @@ use crate::api::max_recv_bytes;
 use crate::api::watch::WatchService;
 use crate::cluster::{Bootstrap, ClusterError, Membership};
 use crate::config::Config;
+use crate::member::Observer;
 use crate::member::{Handle, Member, MemberConfig, MemberError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
-use crate::proto::etcdserverpb::MemberListResponse;
+use crate::proto::etcdserverpb::{HashKvResponse, MemberListResponse};
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::transport::{
-    fetch_members, Dialer, MembersFn, PeerGrpcServer, Transport, TransportError,
+    fetch_members, Dialer, LocalState, PeerGrpcServer, Transport, TransportError,
 };
 
 /// How long one peer may take to answer a joining member.
@@ -47,9 +48,11 @@ pub fn member_config(cfg: &Config) -> MemberConfig {
         election_timeout: std::time::Duration::from_millis(cfg.election_timeout_ms),
         heartbeat_interval: std::time::Duration::from_millis(cfg.heartbeat_interval_ms),
         // Raft log entries kept behind the applied index for slow followers
-        // (etcd keeps 5000 after each snapshot); a follower further behind
-        // is sent a snapshot. A smaller --snapshot-count keeps fewer.
-        log_retain_entries: cfg.snapshot_count.clamp(1, 5000),
+        // (etcd keeps --experimental-snapshot-catchup-entries, 5000, after
+        // each snapshot); a follower further behind is sent a snapshot. A
+        // smaller --snapshot-count keeps fewer.
+        log_retain_entries: cfg.snapshot_count.min(cfg.snapshot_catchup_entries).max(1),
+        pre_vote: cfg.pre_vote,
         request_timeout: std::time::Duration::from_millis(5000 + 2 * cfg.election_timeout_ms),
         ..MemberConfig::default()
     }
@@ -126,6 +129,10 @@ pub fn router(
         };
     }
     let m = || member.clone();
+    // As etcd: server pings only when both are set.
+    let keepalive = (!cfg.grpc_keepalive_interval.is_zero()
+        && !cfg.grpc_keepalive_timeout.is_zero())
+    .then_some((cfg.grpc_keepalive_interval, cfg.grpc_keepalive_timeout));
     #[allow(unused_mut)]
     let mut builder = tonic::transport::Server::builder();
     #[cfg(not(madsim))]
@@ -135,7 +142,9 @@ pub fn router(
     #[cfg(madsim)]
     let _ = tls;
     Ok(builder
-        .max_concurrent_streams(Some(u32::MAX))
+        .max_concurrent_streams(Some(cfg.max_concurrent_streams))
+        .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
+        .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout))
         .add_service(limited!(KvServer::new(KvService::new(
             m(),
             cfg.max_txn_ops
@@ -174,13 +183,31 @@ pub fn connect_peers(
     {
         transport.add_peer(m.id, m.peer_ur_ls.clone())?;
     }
-    let members: MembersFn = {
-        let observer = handle.observer();
-        Arc::new(move || MemberListResponse {
-            header: Some(observer.header()),
-            members: observer.membership().members,
-        })
-    };
-    let peer_server = transport.service(mailbox_tx, members);
+    let peer_server = transport.service(mailbox_tx, Arc::new(PeerView(handle.observer())));
     Ok((member.with_transport(transport, mailbox_rx), peer_server))
+}
+
+/// What a member shows its peers: its membership (for joiners) and its KV
+/// hash (for their corruption checks).
+struct PeerView(Observer);
+
+impl LocalState for PeerView {
+    fn members(&self) -> MemberListResponse {
+        MemberListResponse {
+            header: Some(self.0.header()),
+            members: self.0.membership().members,
+        }
+    }
+
+    fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, tonic::Status> {
+        let h = self.0.store().hash_kv(revision)?;
+        Ok(HashKvResponse {
+            header: Some(crate::proto::etcdserverpb::ResponseHeader {
+                revision: h.current_revision,
+                ..self.0.header()
+            }),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        })
+    }
 }

@@ -41,6 +41,10 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("gRPC server failed: {0}")]
     Serve(String),
+    #[error("concord does not support {0} yet")]
+    Unsupported(&'static str),
+    #[error(transparent)]
+    Corrupt(#[from] crate::corrupt::CorruptError),
 }
 
 /// Runs a member with its client listeners until `shutdown` resolves (or the
@@ -50,6 +54,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let t0 = std::time::Instant::now();
+    if cfg.discovery != crate::config::Discovery::Static {
+        return Err(ServerError::Unsupported(
+            "discovery (--discovery, --discovery-endpoints, --discovery-srv)",
+        ));
+    }
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let peer_tls = peer_tls(&cfg)?;
@@ -59,6 +68,7 @@ pub async fn run(
         None => Dialer::plain(),
     };
     let member_cfg = node::member_config(&cfg);
+    let request_timeout = member_cfg.request_timeout;
     let t1 = std::time::Instant::now();
     let mut bootstrap = node::bootstrap_of(&cfg);
     if cfg.initial_cluster_state == "existing"
@@ -78,23 +88,52 @@ pub async fn run(
         revision = handle.store().current_revision(),
         "member restored"
     );
-    let (member, peer_server) = node::connect_peers(member, &handle, dialer)
+    let (member, peer_server) = node::connect_peers(member, &handle, dialer.clone())
         .map_err(|e| ServerError::Serve(format!("peers: {e}")))?;
-    let mut member_task = tokio::spawn(member.run());
     let peer_listeners = bind_peer_listeners(&cfg, peer_tls.is_some()).await?;
     let watch_sync = tokio::spawn(handle.watch_hub().clone().run_sync(
         node::WATCH_SYNC_INTERVAL,
         cfg.watch_progress_notify_interval,
     ));
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = Vec::new();
+    for (url, listener) in peer_listeners {
+        let incoming = nodelay(listener);
+        let mut stop = stop_rx.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(identity) = &peer_tls {
+            builder = builder
+                .tls_config(identity.server_config())
+                .map_err(|e| ServerError::Serve(format!("peer TLS: {e}")))?;
+        }
+        let serve = builder
+            .add_service(peer_server.clone())
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        tracing::info!(address = %url.bind_addr(), "listening for peers on {}", url.text);
+        servers.push(tokio::spawn(serve));
+    }
+
+    // As etcd, the check runs before raft starts: peers answer from their
+    // stores, and what they send this member waits in its mailbox.
+    if cfg.initial_corrupt_check {
+        let checked =
+            crate::corrupt::initial_check(&handle.observer(), &dialer, request_timeout).await;
+        if let Err(e) = checked {
+            let _ = stop_tx.send(true);
+            watch_sync.abort();
+            return Err(e.into());
+        }
+    }
+    let mut member_task = tokio::spawn(member.run());
+
     let mut listeners = Vec::new();
     for url in &cfg.listen_client_urls {
         check_listen_scheme(url, client_tls.is_some(), "")?;
-        listeners.push((url.clone(), bind(url).await?));
+        listeners.push((url.clone(), bind(url, &cfg).await?));
     }
-
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut servers = Vec::new();
     for (url, listener) in listeners {
         let incoming = nodelay(listener);
         let mut stop = stop_rx.clone();
@@ -113,24 +152,6 @@ pub async fn run(
         } else {
             tracing::info!(address = %url.bind_addr(), "serving insecure client requests on {}, this is strongly discouraged!", url.bind_addr());
         }
-        servers.push(tokio::spawn(serve));
-    }
-
-    for (url, listener) in peer_listeners {
-        let incoming = nodelay(listener);
-        let mut stop = stop_rx.clone();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(identity) = &peer_tls {
-            builder = builder
-                .tls_config(identity.server_config())
-                .map_err(|e| ServerError::Serve(format!("peer TLS: {e}")))?;
-        }
-        let serve = builder
-            .add_service(peer_server.clone())
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
-        tracing::info!(address = %url.bind_addr(), "listening for peers on {}", url.text);
         servers.push(tokio::spawn(serve));
     }
 
@@ -205,13 +226,36 @@ fn nodelay(
     })
 }
 
-async fn bind(url: &crate::config::Url) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(url.bind_addr())
+/// Binds `url` with etcd's socket options: SO_REUSEADDR (Go sets it on
+/// every listener; `--socket-reuse-address` asks for it too) and
+/// SO_REUSEPORT with `--socket-reuse-port`.
+async fn bind(url: &crate::config::Url, cfg: &Config) -> Result<TcpListener, ServerError> {
+    let err = |source| ServerError::Listen {
+        url: url.text.clone(),
+        source,
+    };
+    let addr = tokio::net::lookup_host(url.bind_addr())
         .await
-        .map_err(|source| ServerError::Listen {
-            url: url.text.clone(),
-            source,
-        })
+        .map_err(err)?
+        .next()
+        .ok_or_else(|| {
+            err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the host has no address",
+            ))
+        })?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    if cfg.socket_reuse_port {
+        socket.set_reuseport(true).map_err(err)?;
+    }
+    socket.bind(addr).map_err(err)?;
+    socket.listen(1024).map_err(err)
 }
 
 /// Binds `--listen-peer-urls`; https ones need peer TLS (etcd's error
@@ -223,7 +267,7 @@ async fn bind_peer_listeners(
     let mut out = Vec::new();
     for url in &cfg.listen_peer_urls {
         check_listen_scheme(url, tls, "peer ")?;
-        out.push((url.clone(), bind(url).await?));
+        out.push((url.clone(), bind(url, cfg).await?));
     }
     Ok(out)
 }

@@ -167,3 +167,88 @@ fn a_yaml_config_file_configures_the_member() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// Runs the binary with `args` (and `env`) on a fresh data dir that must
+/// stay absent: returns the exit code and stderr.
+fn refused_start(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let o = Command::new(BIN)
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!data.exists(), "{args:?} wrote {}", data.display());
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_unsupported_flag_is_refused_by_name_before_anything_is_written() {
+    let refused = concord::config::refused_flags();
+    assert!(refused.len() > 20);
+    for (flag, value) in refused {
+        let (code, err) = refused_start(&[&format!("--{flag}={value}")], &[]);
+        assert_eq!(code, Some(2), "--{flag}={value}: {err}");
+        assert!(
+            err.contains(&format!("concord does not support --{flag}")),
+            "--{flag}={value}: {err}"
+        );
+    }
+    // As an ETCD_* variable and as a config file key too.
+    let (code, err) = refused_start(&[], &[("ETCD_QUOTA_BACKEND_BYTES", "16777216")]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("concord does not support --quota-backend-bytes"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("etcd.yml");
+    std::fs::write(&file, "auto-compaction-retention: \"1\"\n").unwrap();
+    let (code, err) = refused_start(&["--config-file", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("concord does not support --auto-compaction-retention"),
+        "{err}"
+    );
+    // Bootstrap flags that conflict: etcd's error.
+    let (code, err) = refused_start(
+        &[
+            "--initial-cluster",
+            "default=http://localhost:2380",
+            "--discovery-srv",
+            "example.com",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("multiple discovery or bootstrap flags are set"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_ignored_flags_are_harmless_to_a_running_member() {
+    // Every flag on the safe-to-ignore list at once: the member starts,
+    // says what it ignores and why, and serves.
+    let ignored = concord::config::ignored_flags();
+    let args: Vec<String> = ignored
+        .iter()
+        .map(|(flag, is_bool, _)| {
+            if *is_bool {
+                format!("--{flag}=true")
+            } else {
+                format!("--{flag}=1")
+            }
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut s = Server::start(&args);
+    s.wait_for_log("ignoring --enable-pprof: ");
+    s.ctl_ok(&["put", "k", "v"]);
+    assert!(s.ctl_ok(&["get", "k"]).contains('v'));
+}

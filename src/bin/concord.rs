@@ -65,8 +65,8 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&cfg.log_level, cfg.log_format);
-    for (flag, value) in &cfg.ignored {
-        tracing::warn!(flag = %flag, value = %value, "flag accepted but not implemented yet; ignoring it");
+    for (flag, value, why) in &cfg.ignored {
+        tracing::info!(flag = %flag, value = %value, "ignoring --{flag}: {why}");
     }
     if let Some(file) = &cfg.config_file {
         tracing::info!(path = %file.display(), "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided");

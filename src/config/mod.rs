@@ -10,6 +10,8 @@
 //! `--config-file` (or `ETCD_CONFIG_FILE`) the YAML file is the only source,
 //! as in etcd: the other flags and the environment are ignored (`yaml`).
 
+mod flags;
+pub use flags::{ignored as ignored_flags, refused as refused_flags};
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -44,6 +46,18 @@ pub enum ConfigError {
     ElectionTimeout { election_ms: u64, heartbeat_ms: u64 },
     #[error("--election-timeout[{0}ms] is too long, and should be set less than 50000ms")]
     ElectionTooLong(u64),
+    #[error("concord does not support --{flag}{} yet ({}); remove it to start", if only.is_empty() { String::new() } else { format!("={value}") }, if only.is_empty() { format!("given {value:?}") } else { format!("it accepts only: {}", only.join(", ")) })]
+    Unsupported {
+        flag: String,
+        value: String,
+        only: Vec<String>,
+    },
+    #[error("config file {path}: concord does not support the key {key} yet; remove it to start")]
+    UnsupportedKey { path: String, key: String },
+    #[error("multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\", \"discovery-endpoints\" or \"discovery-srv\"")]
+    ConflictBootstrapFlags,
+    #[error("--discovery-token is required when --discovery-endpoints is set")]
+    DiscoveryTokenMissing,
 }
 
 /// How the daemon writes its logs.
@@ -171,8 +185,27 @@ pub struct Config {
     pub client_tls: TlsFlags,
     pub log_level: String,
     pub log_format: LogFormat,
-    /// etcd flags given but not implemented yet: (flag, value).
-    pub ignored: Vec<(String, String)>,
+    /// `--pre-vote`.
+    pub pre_vote: bool,
+    /// `--max-concurrent-streams`: HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// `--grpc-keepalive-interval` / `--grpc-keepalive-timeout`: the server
+    /// pings an idle client connection this often and closes it when a ping
+    /// is not answered in time.
+    pub grpc_keepalive_interval: std::time::Duration,
+    pub grpc_keepalive_timeout: std::time::Duration,
+    /// `--socket-reuse-port` / `--socket-reuse-address` on every listener.
+    pub socket_reuse_port: bool,
+    pub socket_reuse_address: bool,
+    /// `--experimental-snapshot-catchup-entries`: raft log entries kept
+    /// behind a snapshot for slow followers.
+    pub snapshot_catchup_entries: u64,
+    /// `--experimental-initial-corrupt-check`.
+    pub initial_corrupt_check: bool,
+    /// How the member finds its cluster the first time it starts.
+    pub discovery: Discovery,
+    /// Flags given that concord may ignore: (flag, value, why).
+    pub ignored: Vec<(String, String, &'static str)>,
     /// Keys of the config file that etcd does not know (ignored).
     pub unknown_config_keys: Vec<String>,
     /// The config file read (then the only source of the configuration).
@@ -180,159 +213,8 @@ pub struct Config {
     pub print_version: bool,
 }
 
-/// Flags concord implements: (name, is_bool, default).
-const IMPLEMENTED: &[(&str, bool, &str)] = &[
-    ("name", false, "default"),
-    ("data-dir", false, ""),
-    ("listen-client-urls", false, "http://localhost:2379"),
-    ("advertise-client-urls", false, "http://localhost:2379"),
-    ("listen-peer-urls", false, "http://localhost:2380"),
-    (
-        "initial-advertise-peer-urls",
-        false,
-        "http://localhost:2380",
-    ),
-    ("initial-cluster", false, ""),
-    ("initial-cluster-token", false, "etcd-cluster"),
-    ("initial-cluster-state", false, "new"),
-    ("max-request-bytes", false, "1572864"),
-    ("max-txn-ops", false, "128"),
-    ("snapshot-count", false, "100000"),
-    ("heartbeat-interval", false, "100"),
-    ("election-timeout", false, "1000"),
-    (
-        "experimental-watch-progress-notify-interval",
-        false,
-        "10m0s",
-    ),
-    ("cert-file", false, ""),
-    ("key-file", false, ""),
-    ("trusted-ca-file", false, ""),
-    ("client-cert-auth", true, "false"),
-    ("auto-tls", true, "false"),
-    ("peer-cert-file", false, ""),
-    ("peer-key-file", false, ""),
-    ("peer-trusted-ca-file", false, ""),
-    ("peer-client-cert-auth", true, "false"),
-    ("peer-auto-tls", true, "false"),
-    ("self-signed-cert-validity", false, "1"),
-    ("log-level", false, "info"),
-    ("log-format", false, "text"),
-    ("config-file", false, ""),
-    ("version", true, "false"),
-];
-
-/// etcd 3.4/3.5 flags accepted but not implemented yet: (name, is_bool).
-const ACCEPTED: &[(&str, bool)] = &[
-    ("wal-dir", false),
-    ("initial-election-tick-advance", true),
-    ("listen-client-http-urls", false),
-    ("max-snapshots", false),
-    ("max-wals", false),
-    ("quota-backend-bytes", false),
-    ("backend-bbolt-freelist-type", false),
-    ("backend-batch-interval", false),
-    ("backend-batch-limit", false),
-    ("max-concurrent-streams", false),
-    ("grpc-keepalive-min-time", false),
-    ("grpc-keepalive-interval", false),
-    ("grpc-keepalive-timeout", false),
-    ("enable-grpc-gateway", true),
-    ("socket-reuse-port", true),
-    ("socket-reuse-address", true),
-    ("raft-read-timeout", false),
-    ("raft-write-timeout", false),
-    ("discovery", false),
-    ("discovery-fallback", false),
-    ("discovery-proxy", false),
-    ("discovery-srv", false),
-    ("discovery-srv-name", false),
-    ("strict-reconfig-check", true),
-    ("pre-vote", true),
-    ("auto-compaction-retention", false),
-    ("auto-compaction-mode", false),
-    ("enable-v2", true),
-    ("v2-deprecation", false),
-    ("experimental-enable-v2v3", false),
-    ("client-crl-file", false),
-    ("client-cert-allowed-hostname", false),
-    ("peer-cert-allowed-cn", false),
-    ("peer-cert-allowed-hostname", false),
-    ("peer-crl-file", false),
-    ("cipher-suites", false),
-    ("cors", false),
-    ("host-whitelist", false),
-    ("experimental-peer-skip-client-san-verification", true),
-    ("client-cert-file", false),
-    ("client-key-file", false),
-    ("peer-client-cert-file", false),
-    ("peer-client-key-file", false),
-    ("tls-min-version", false),
-    ("tls-max-version", false),
-    ("auth-token", false),
-    ("bcrypt-cost", false),
-    ("auth-token-ttl", false),
-    ("enable-pprof", true),
-    ("metrics", false),
-    ("listen-metrics-urls", false),
-    ("logger", false),
-    ("log-outputs", false),
-    ("log-output", false),
-    ("enable-log-rotation", true),
-    ("log-rotation-config-json", false),
-    ("debug", true),
-    ("log-package-levels", false),
-    ("proxy", false),
-    ("proxy-failure-wait", false),
-    ("proxy-refresh-interval", false),
-    ("proxy-dial-timeout", false),
-    ("proxy-write-timeout", false),
-    ("proxy-read-timeout", false),
-    ("experimental-initial-corrupt-check", true),
-    ("experimental-corrupt-check-time", false),
-    ("experimental-backend-bbolt-freelist-type", false),
-    ("experimental-enable-lease-checkpoint", true),
-    ("experimental-enable-lease-checkpoint-persist", true),
-    ("experimental-compaction-batch-limit", false),
-    ("experimental-warning-apply-duration", false),
-    ("experimental-compact-hash-check-enabled", true),
-    ("experimental-compact-hash-check-time", false),
-    ("experimental-compaction-sleep-interval", false),
-    ("experimental-downgrade-check-time", false),
-    ("experimental-memory-mlock", true),
-    ("experimental-txn-mode-write-with-shared-buffer", true),
-    ("experimental-bootstrap-defrag-threshold-megabytes", false),
-    ("experimental-stop-grpc-service-on-defrag", true),
-    ("experimental-snapshot-catchup-entries", false),
-    ("experimental-enable-distributed-tracing", true),
-    ("experimental-distributed-tracing-address", false),
-    ("experimental-distributed-tracing-service-name", false),
-    ("experimental-distributed-tracing-instance-id", false),
-    ("experimental-distributed-tracing-sampling-rate", false),
-    ("force-new-cluster", true),
-    ("unsafe-no-fsync", true),
-    // Accepted and ignored by etcd itself.
-    ("cluster-active-size", false),
-    ("cluster-remove-delay", false),
-    ("cluster-sync-interval", false),
-    ("config", false),
-    ("force", true),
-    ("max-result-buffer", false),
-    ("max-retry-attempts", false),
-    ("peer-heartbeat-interval", false),
-    ("peer-election-timeout", false),
-    ("retry-interval", false),
-    ("snapshot", false),
-    ("v", true),
-    ("vv", true),
-];
-
 fn flag_kind(name: &str) -> Option<bool> {
-    IMPLEMENTED
-        .iter()
-        .find(|(n, _, _)| *n == name)
-        .map(|(_, b, _)| *b)
-        .or_else(|| ACCEPTED.iter().find(|(n, _)| *n == name).map(|(_, b)| *b))
+    flags::lookup(name).map(|f| f.kind == flags::Kind::Bool)
 }
 
 /// etcd's watch progress interval: zero keeps the default (10 minutes),
@@ -345,17 +227,50 @@ fn progress_interval(d: std::time::Duration) -> std::time::Duration {
     }
 }
 
-/// The default of an implemented flag ("" for the others).
+/// The default of a flag ("" for none).
 fn default_of(flag: &str) -> String {
-    IMPLEMENTED
-        .iter()
-        .find(|(n, _, _)| *n == flag)
-        .map(|(_, _, d)| d.to_string())
+    flags::lookup(flag)
+        .map(|f| f.default.to_string())
         .unwrap_or_default()
 }
 
-fn is_implemented(name: &str) -> bool {
-    IMPLEMENTED.iter().any(|(n, _, _)| *n == name)
+/// How a new member finds the other members of its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// `--initial-cluster` lists them.
+    Static,
+    /// etcd's discovery URL protocol (`--discovery`, a v2 keys registry).
+    Url {
+        url: String,
+        /// `--discovery-proxy`.
+        proxy: Option<String>,
+    },
+    /// etcd 3.6's v3 discovery (`--discovery-endpoints`,
+    /// `--discovery-token`): any etcd v3 API cluster as the registry.
+    V3(V3Discovery),
+    /// DNS SRV records (`--discovery-srv`, `--discovery-srv-name`).
+    Srv {
+        domain: String,
+        service_name: String,
+    },
+}
+
+/// The v3 discovery registry client's options (etcd 3.6's flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V3Discovery {
+    pub endpoints: Vec<String>,
+    pub token: String,
+    pub dial_timeout: std::time::Duration,
+    pub request_timeout: std::time::Duration,
+    pub keepalive_time: std::time::Duration,
+    pub keepalive_timeout: std::time::Duration,
+    pub insecure_transport: bool,
+    pub insecure_skip_tls_verify: bool,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub cacert: Option<PathBuf>,
+    pub user: String,
+    pub password: String,
 }
 
 /// Flags from the command line, in the Go `flag` syntax.
@@ -463,6 +378,63 @@ fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ConfigError
     })
 }
 
+/// The bootstrap by discovery the flags ask for (at most one kind).
+fn discovery(get: &dyn Fn(&str) -> String) -> Result<Discovery, ConfigError> {
+    let url = get("discovery");
+    let srv = get("discovery-srv");
+    let endpoints = get("discovery-endpoints");
+    let kinds = [!url.is_empty(), !srv.is_empty(), !endpoints.is_empty()];
+    if kinds.iter().filter(|k| **k).count() > 1 {
+        return Err(ConfigError::ConflictBootstrapFlags);
+    }
+    if !url.is_empty() {
+        let proxy = Some(get("discovery-proxy")).filter(|p| !p.is_empty());
+        return Ok(Discovery::Url { url, proxy });
+    }
+    if !srv.is_empty() {
+        return Ok(Discovery::Srv {
+            domain: srv,
+            service_name: get("discovery-srv-name"),
+        });
+    }
+    if !endpoints.is_empty() {
+        let token = get("discovery-token");
+        if token.is_empty() {
+            return Err(ConfigError::DiscoveryTokenMissing);
+        }
+        let dur = |flag: &str| parse_duration(flag, &get(flag));
+        let path =
+            |flag: &str| Some(PathBuf::from(get(flag))).filter(|p| !p.as_os_str().is_empty());
+        return Ok(Discovery::V3(V3Discovery {
+            endpoints: endpoints
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect(),
+            token,
+            dial_timeout: dur("discovery-dial-timeout")?,
+            request_timeout: dur("discovery-request-timeout")?,
+            keepalive_time: dur("discovery-keepalive-time")?,
+            keepalive_timeout: dur("discovery-keepalive-timeout")?,
+            insecure_transport: parse_bool(
+                "discovery-insecure-transport",
+                &get("discovery-insecure-transport"),
+            )?,
+            insecure_skip_tls_verify: parse_bool(
+                "discovery-insecure-skip-tls-verify",
+                &get("discovery-insecure-skip-tls-verify"),
+            )?,
+            cert: path("discovery-cert"),
+            key: path("discovery-key"),
+            cacert: path("discovery-cacert"),
+            user: get("discovery-user"),
+            password: get("discovery-password"),
+        }));
+    }
+    Ok(Discovery::Static)
+}
+
 impl Config {
     /// Builds the configuration from command-line `args` (without the program
     /// name) and an environment lookup.
@@ -498,6 +470,12 @@ impl Config {
                 },
                 other => other,
             })?;
+            if let Some(key) = parsed.refused.first() {
+                return Err(ConfigError::UnsupportedKey {
+                    path: path.clone(),
+                    key: key.clone(),
+                });
+            }
             let mut set = parsed.set;
             // What is not configuration, as etcd reads --version first;
             // and concord's own --log-format, which no file key sets.
@@ -518,11 +496,8 @@ impl Config {
             return Ok(cfg);
         }
         let mut set = cli.clone();
-        let all_flags = IMPLEMENTED
-            .iter()
-            .map(|(n, b, _)| (*n, *b))
-            .chain(ACCEPTED.iter().copied());
-        for (flag, is_bool) in all_flags {
+        for flag in flags::FLAGS {
+            let (flag, is_bool) = (flag.name, flag.kind == flags::Kind::Bool);
             let Some(v) = env(&env_name(flag)).filter(|v| !v.is_empty()) else {
                 continue;
             };
@@ -545,15 +520,37 @@ impl Config {
         if set.contains_key("listen-client-urls") && !set.contains_key("advertise-client-urls") {
             return Err(ConfigError::AdvertiseRequired);
         }
+        let mut ignored = Vec::new();
+        for (name, value) in &set {
+            let flag = flags::lookup(name).ok_or_else(|| ConfigError::UnknownFlag(name.clone()))?;
+            flags::judge(flag, value)?;
+            if let flags::Support::Ignored(why) = flag.support {
+                ignored.push((name.clone(), value.clone(), why));
+            }
+        }
         let name = get("name");
         let data_dir = match set.get("data-dir") {
             Some(d) if !d.is_empty() => PathBuf::from(d),
             _ => PathBuf::from(format!("{name}.concord")),
         };
+        let discovery = discovery(&get)?;
         let initial_cluster = match set.get("initial-cluster") {
             Some(c) => c.clone(),
+            // etcd clears its default when a discovery flag is given.
+            None if discovery != Discovery::Static || !get("discovery-srv-name").is_empty() => {
+                String::new()
+            }
             None => format!("{name}={}", get("initial-advertise-peer-urls")),
         };
+        let kinds = [
+            !initial_cluster.is_empty(),
+            matches!(discovery, Discovery::Url { .. }),
+            matches!(discovery, Discovery::V3(_)),
+            matches!(discovery, Discovery::Srv { .. }),
+        ];
+        if kinds.iter().filter(|k| **k).count() > 1 {
+            return Err(ConfigError::ConflictBootstrapFlags);
+        }
         let log_format = match get("log-format").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -565,7 +562,11 @@ impl Config {
                 })
             }
         };
-        let log_level = get("log-level");
+        let mut log_level = get("log-level");
+        // etcd 3.4's --debug: the debug log level.
+        if parse_bool("debug", &get("debug"))? {
+            log_level = "debug".into();
+        }
         if !["debug", "info", "warn", "error", "panic", "fatal"].contains(&log_level.as_str()) {
             return Err(ConfigError::InvalidValue {
                 flag: "log-level".into(),
@@ -617,11 +618,6 @@ impl Config {
         };
         let peer_tls = tls_flags("peer-")?;
         let client_tls = tls_flags("")?;
-        let ignored = set
-            .iter()
-            .filter(|(k, _)| !is_implemented(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         Ok(Config {
             listen_client_urls: parse_urls("listen-client-urls", &get("listen-client-urls"))?,
             advertise_client_urls: parse_urls(
@@ -645,6 +641,30 @@ impl Config {
                 "experimental-watch-progress-notify-interval",
                 &get("experimental-watch-progress-notify-interval"),
             )?),
+            pre_vote: parse_bool("pre-vote", &get("pre-vote"))?,
+            max_concurrent_streams: parse_num(
+                "max-concurrent-streams",
+                &get("max-concurrent-streams"),
+            )?,
+            grpc_keepalive_interval: parse_duration(
+                "grpc-keepalive-interval",
+                &get("grpc-keepalive-interval"),
+            )?,
+            grpc_keepalive_timeout: parse_duration(
+                "grpc-keepalive-timeout",
+                &get("grpc-keepalive-timeout"),
+            )?,
+            socket_reuse_port: parse_bool("socket-reuse-port", &get("socket-reuse-port"))?,
+            socket_reuse_address: parse_bool("socket-reuse-address", &get("socket-reuse-address"))?,
+            snapshot_catchup_entries: parse_num(
+                "experimental-snapshot-catchup-entries",
+                &get("experimental-snapshot-catchup-entries"),
+            )?,
+            initial_corrupt_check: parse_bool(
+                "experimental-initial-corrupt-check",
+                &get("experimental-initial-corrupt-check"),
+            )?,
+            discovery,
             peer_tls,
             client_tls,
             log_level,
@@ -743,7 +763,7 @@ mod tests {
     #[test]
     fn go_flag_syntax() {
         let c = Config::from_args_env(
-            &args("-name n1 --data-dir=/tmp/x --max-txn-ops 5 --peer-auto-tls --strict-reconfig-check=false --listen-client-urls http://localhost:20000 --advertise-client-urls http://localhost:20000"),
+            &args("-name n1 --data-dir=/tmp/x --max-txn-ops 5 --peer-auto-tls --strict-reconfig-check=false --enable-pprof --listen-client-urls http://localhost:20000 --advertise-client-urls http://localhost:20000"),
             &no_env,
         )
         .unwrap();
@@ -753,9 +773,12 @@ mod tests {
         assert_eq!(c.listen_client_urls[0].port, 20000);
         assert!(c.peer_tls.auto_tls);
         assert_eq!(c.peer_tls.self_signed_cert_validity_years, 1);
-        assert!(c
+        let ignored: Vec<_> = c
             .ignored
-            .contains(&("strict-reconfig-check".to_string(), "false".to_string())));
+            .iter()
+            .map(|(f, v, _)| (f.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(ignored, [("enable-pprof", "true")]);
     }
 
     #[test]
@@ -784,6 +807,145 @@ mod tests {
             e("--listen-client-urls ftp://x:1 --advertise-client-urls http://x:1"),
             ConfigError::InvalidValue { .. }
         ));
+    }
+
+    #[test]
+    fn unsupported_flags_are_refused_by_name() {
+        let e = |s: &str| {
+            Config::from_args_env(&args(s), &no_env)
+                .unwrap_err()
+                .to_string()
+        };
+        for (given, flag) in [
+            ("--quota-backend-bytes 16777216", "--quota-backend-bytes"),
+            (
+                "--auto-compaction-retention 1",
+                "--auto-compaction-retention",
+            ),
+            ("--force-new-cluster", "--force-new-cluster"),
+            ("--client-crl-file /crl.pem", "--client-crl-file"),
+            ("--peer-crl-file /crl.pem", "--peer-crl-file"),
+            ("--cipher-suites TLS_AES_128_GCM_SHA256", "--cipher-suites"),
+            ("--auth-token simple", "--auth-token"),
+            (
+                "--auth-token jwt,pub-key=a,priv-key=b,sign-method=RS256",
+                "--auth-token",
+            ),
+            ("--discovery-fallback proxy", "--discovery-fallback"),
+            ("--proxy on", "--proxy"),
+            ("--enable-v2", "--enable-v2"),
+            ("--wal-dir /wal", "--wal-dir"),
+            ("--unsafe-no-fsync", "--unsafe-no-fsync"),
+            ("--peer-cert-allowed-cn etcd", "--peer-cert-allowed-cn"),
+            (
+                "--listen-metrics-urls http://localhost:2381",
+                "--listen-metrics-urls",
+            ),
+        ] {
+            let err = e(given);
+            assert!(
+                err.starts_with(&format!("concord does not support {flag}")),
+                "{given}: {err}"
+            );
+        }
+        // The values concord's behaviour matches are accepted.
+        for ok in [
+            "--strict-reconfig-check=false",
+            "--enable-v2=false",
+            "--discovery-fallback exit",
+            "--auto-compaction-retention 0",
+            "--proxy off",
+            "--experimental-initial-corrupt-check",
+            "--max-wals 0",
+        ] {
+            Config::from_args_env(&args(ok), &no_env).expect(ok);
+        }
+        // The environment is judged the same way.
+        let env = |k: &str| (k == "ETCD_QUOTA_BACKEND_BYTES").then(|| "1024".to_string());
+        assert_eq!(
+            Config::from_args_env(&[], &env).unwrap_err().to_string(),
+            "concord does not support --quota-backend-bytes yet (given \"1024\"); remove it to start"
+        );
+    }
+
+    #[test]
+    fn implemented_flags_reach_the_config() {
+        let c = Config::from_args_env(
+            &args("--pre-vote=false --max-concurrent-streams 8 --grpc-keepalive-interval 30s --grpc-keepalive-timeout 3s --socket-reuse-port --experimental-snapshot-catchup-entries 100 --experimental-initial-corrupt-check --debug"),
+            &no_env,
+        )
+        .unwrap();
+        assert!(!c.pre_vote);
+        assert_eq!(c.max_concurrent_streams, 8);
+        use std::time::Duration as D;
+        assert_eq!(c.grpc_keepalive_interval, D::from_secs(30));
+        assert_eq!(c.grpc_keepalive_timeout, D::from_secs(3));
+        assert!(c.socket_reuse_port);
+        assert_eq!(c.snapshot_catchup_entries, 100);
+        assert!(c.initial_corrupt_check);
+        assert_eq!(c.log_level, "debug");
+        let d = Config::from_args_env(&[], &no_env).unwrap();
+        assert!(d.pre_vote && !d.initial_corrupt_check && !d.socket_reuse_port);
+        assert_eq!(d.grpc_keepalive_interval, D::from_secs(7200));
+        assert_eq!(d.discovery, Discovery::Static);
+    }
+
+    #[test]
+    fn discovery_flags() {
+        let c = |s: &str| Config::from_args_env(&args(s), &no_env);
+        let url =
+            c("--discovery http://r:2379/v2/keys/_discovery/abc --discovery-proxy p:3128").unwrap();
+        assert_eq!(
+            url.discovery,
+            Discovery::Url {
+                url: "http://r:2379/v2/keys/_discovery/abc".into(),
+                proxy: Some("p:3128".into())
+            }
+        );
+        // etcd clears its default initial cluster.
+        assert_eq!(url.initial_cluster, "");
+        let srv = c("--discovery-srv example.com --discovery-srv-name c1").unwrap();
+        assert_eq!(
+            srv.discovery,
+            Discovery::Srv {
+                domain: "example.com".into(),
+                service_name: "c1".into()
+            }
+        );
+        let v3 = c("--discovery-endpoints http://a:2379,http://b:2379 --discovery-token t1 --discovery-user u --discovery-password p --discovery-dial-timeout 1s").unwrap();
+        let Discovery::V3(d) = v3.discovery else {
+            panic!("v3 discovery")
+        };
+        assert_eq!(d.endpoints, ["http://a:2379", "http://b:2379"]);
+        assert_eq!(
+            (d.token.as_str(), d.user.as_str(), d.password.as_str()),
+            ("t1", "u", "p")
+        );
+        assert_eq!(d.dial_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(d.request_timeout, std::time::Duration::from_secs(5));
+        assert!(d.insecure_transport && !d.insecure_skip_tls_verify);
+        assert_eq!(
+            c("--discovery-endpoints http://a:2379").unwrap_err(),
+            ConfigError::DiscoveryTokenMissing
+        );
+        // One way to bootstrap.
+        for both in [
+            "--initial-cluster a=http://h:2380 --discovery http://r/t",
+            "--initial-cluster a=http://h:2380 --discovery-srv example.com",
+            "--discovery http://r/t --discovery-srv example.com",
+            "--discovery http://r/t --discovery-endpoints http://a:2379 --discovery-token t",
+            "--discovery-srv example.com --discovery-endpoints http://a:2379 --discovery-token t",
+        ] {
+            assert_eq!(
+                c(both).unwrap_err(),
+                ConfigError::ConflictBootstrapFlags,
+                "{both}"
+            );
+        }
+        assert_eq!(
+            ConfigError::ConflictBootstrapFlags.to_string(),
+            "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\", \"discovery-endpoints\" or \"discovery-srv\""
+        );
     }
 
     #[test]
@@ -821,6 +983,7 @@ heartbeat-interval: 50
 election-timeout: 500
 experimental-watch-progress-notify-interval: 2000000000
 strict-reconfig-check: false
+enable-pprof: true
 future-key: 1
 peer-transport-security:
   auto-tls: true
@@ -863,9 +1026,8 @@ peer-transport-security:
             std::time::Duration::from_secs(2)
         );
         assert!(c.peer_tls.auto_tls && !c.client_tls.auto_tls);
-        assert!(c
-            .ignored
-            .contains(&("strict-reconfig-check".to_string(), "false".to_string())));
+        assert_eq!(c.ignored.len(), 1);
+        assert_eq!(c.ignored[0].0, "enable-pprof");
         assert_eq!(c.unknown_config_keys, ["future-key"]);
         assert_eq!(c.config_file, Some(PathBuf::from("/etc/etcd.yml")));
         // What is not configuration still comes from the command line.
@@ -876,6 +1038,35 @@ peer-transport-security:
         .expect("loads");
         assert!(c.print_version);
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unsupported_file_keys_are_refused() {
+        let with = |text: &'static str| {
+            Config::from_sources(&["--config-file=/f".to_string()], &|_| None, &move |_| {
+                Ok(text.to_string())
+            })
+        };
+        assert_eq!(
+            with("quota-backend-bytes: 1024\n").unwrap_err().to_string(),
+            "concord does not support --quota-backend-bytes yet (given \"1024\"); remove it to start"
+        );
+        assert!(with("peer-transport-security:\n  allowed-cn: [etcd]\n")
+            .unwrap_err()
+            .to_string()
+            .starts_with("concord does not support --peer-cert-allowed-cn="));
+        assert_eq!(
+            with("client-transport-security:\n  allowed-cn: [etcd]\n")
+                .unwrap_err()
+                .to_string(),
+            "config file /f: concord does not support the key client-transport-security.allowed-cn yet; remove it to start"
+        );
+        // etcd's sample file's defaults pass.
+        with("quota-backend-bytes:\nwal-dir: ''\nenable-v2: false\nauto-compaction-retention: \"0\"\n")
+            .expect("defaults");
+        // A discovery key clears the default initial cluster, as in etcd.
+        let c = with("discovery: http://r/v2/keys/t\n").expect("loads");
+        assert_eq!(c.initial_cluster, "");
     }
 
     #[test]

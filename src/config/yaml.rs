@@ -144,7 +144,13 @@ const DURATION_KEYS: &[&str] = &[
 ];
 
 /// Keys whose value is a YAML list of strings.
-const LIST_KEYS: &[&str] = &["cipher-suites", "log-outputs"];
+const LIST_KEYS: &[&str] = &[
+    "cipher-suites",
+    "log-outputs",
+    "peer-cert-allowed-cn",
+    "peer-cert-allowed-hostname",
+    "client-cert-allowed-hostname",
+];
 
 /// YAML keys spelled differently from their flag.
 const RENAMED: &[(&str, &str)] = &[(
@@ -162,6 +168,32 @@ const SECURITY_KEYS: &[&str] = &[
     "auto-tls",
 ];
 
+/// The keys etcd 3.5 adds to the security objects: (key, the client
+/// object's flag, the peer object's flag); `None` where no flag exists.
+const SECURITY_KEYS_35: &[(&str, Option<&str>, Option<&str>)] = &[
+    (
+        "client-cert-file",
+        Some("client-cert-file"),
+        Some("peer-client-cert-file"),
+    ),
+    (
+        "client-key-file",
+        Some("client-key-file"),
+        Some("peer-client-key-file"),
+    ),
+    ("allowed-cn", None, Some("peer-cert-allowed-cn")),
+    (
+        "allowed-hostname",
+        Some("client-cert-allowed-hostname"),
+        Some("peer-cert-allowed-hostname"),
+    ),
+    (
+        "skip-client-san-verification",
+        None,
+        Some("experimental-peer-skip-client-san-verification"),
+    ),
+];
+
 /// What a config file sets.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct FileFlags {
@@ -169,6 +201,9 @@ pub struct FileFlags {
     pub set: BTreeMap<String, String>,
     /// Keys etcd does not know (ignored, as etcd ignores them).
     pub unknown: Vec<String>,
+    /// Keys etcd knows that concord cannot honour and that no flag names
+    /// (refused).
+    pub refused: Vec<String>,
 }
 
 /// Parses the text of a config file.
@@ -257,11 +292,22 @@ fn security(out: &mut FileFlags, key: &str, prefix: &str, v: Yaml) -> Result<(),
                 kind(&k)
             )));
         };
-        if !SECURITY_KEYS.contains(&sub.as_str()) {
+        let flag = if SECURITY_KEYS.contains(&sub.as_str()) {
+            format!("{prefix}{sub}")
+        } else if let Some((_, client, peer)) = SECURITY_KEYS_35.iter().find(|(k, _, _)| *k == sub)
+        {
+            match if prefix.is_empty() { client } else { peer } {
+                Some(flag) => flag.to_string(),
+                // A security option etcd 3.5 has and concord cannot honour.
+                None => {
+                    out.refused.push(format!("{key}.{sub}"));
+                    continue;
+                }
+            }
+        } else {
             out.unknown.push(format!("{key}.{sub}"));
             continue;
-        }
-        let flag = format!("{prefix}{sub}");
+        };
         let is_bool = flag_kind(&flag) == Some(true);
         if let Some(value) = value(&flag, &format!("{key}.{sub}"), is_bool, v)? {
             out.set.insert(flag, value);
@@ -409,7 +455,7 @@ client-transport-security:
   auto-tls: false
 peer-transport-security:
   auto-tls: true
-  allowed-cn: etcd
+  no-such-option: etcd
 ");
         assert_eq!(s["cert-file"], "/c.pem");
         assert_eq!(s["key-file"], "/c.key");
@@ -418,11 +464,17 @@ peer-transport-security:
         assert_eq!(s["auto-tls"], "false");
         assert_eq!(s["peer-auto-tls"], "true");
         assert_eq!(s.len(), 6);
-        let f = parse("peer-transport-security:\n  allowed-cn: etcd\nno-such-key: 1\n").unwrap();
+        let f =
+            parse("peer-transport-security:\n  no-such-option: etcd\nno-such-key: 1\n").unwrap();
         assert_eq!(
             f.unknown,
-            ["peer-transport-security.allowed-cn", "no-such-key"]
+            ["peer-transport-security.no-such-option", "no-such-key"]
         );
+        // etcd 3.5's security keys become their flags (or are refused).
+        let f = parse("peer-transport-security:\n  allowed-cn: [a, b]\n  client-cert-file: /p.pem\nclient-transport-security:\n  allowed-cn: [c]\n").unwrap();
+        assert_eq!(f.set["peer-cert-allowed-cn"], "a,b");
+        assert_eq!(f.set["peer-client-cert-file"], "/p.pem");
+        assert_eq!(f.refused, ["client-transport-security.allowed-cn"]);
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub struct MemberConfig {
     pub heartbeat_interval: Duration,
     /// How long a proposal or a read may wait (etcd: 5 s + 2 × election timeout).
     pub request_timeout: Duration,
+    /// Raft's pre-vote (`--pre-vote`).
+    pub pre_vote: bool,
     /// Seed of raft's election timeout randomisation.
     pub raft_seed: u64,
     /// Simulated clock drift: this member's clock runs at this rate of the
@@ -149,6 +151,7 @@ impl Default for MemberConfig {
             heartbeat_interval: Duration::from_millis(100),
             request_timeout: Duration::from_millis(7000),
             raft_seed: 0,
+            pre_vote: true,
             #[cfg(madsim)]
             clock_rate: 1.0,
         }
@@ -262,6 +265,10 @@ pub struct Observer {
 impl Observer {
     pub fn membership(&self) -> Membership {
         self.shared.membership()
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
     }
 
     /// A response header as of now (cluster, member, revision, term).
@@ -639,6 +646,7 @@ impl Member {
             max_committed_size_per_ready: 64 * 1024 * 1024,
             max_inflight_msgs: 256,
             seed: cfg.raft_seed ^ membership.local_id,
+            pre_vote: cfg.pre_vote,
             ..concord_raft::Config::new(membership.local_id)
         };
         {

@@ -61,9 +61,9 @@ use tokio::sync::{mpsc, watch};
 use crate::raft::{Message, MessageKind};
 
 pub use codec::{decode, encode, CodecError};
-pub use net::{fetch_members, Dialer};
+pub use net::{fetch_hash_kv, fetch_members, Dialer};
 pub use net::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
-pub use server::{peer_service, MembersFn, PeerGrpcServer, PeerService};
+pub use server::{peer_service, LocalState, PeerGrpcServer, PeerService};
 pub use snapshot::SnapshotError;
 
 /// Messages waiting for one peer's stream; more are dropped (etcd: 4096).
@@ -202,14 +202,19 @@ impl Transport {
 
     /// The peer server for this member's peer listener: like
     /// [`peer_service`], and it refuses members this transport removed.
-    /// `members` answers the `Members` RPC (for members joining).
-    pub fn service(&self, inbound: mpsc::Sender<Inbound>, members: MembersFn) -> PeerGrpcServer {
+    /// `local` answers the `Members` RPC (for members joining) and the
+    /// `HashKv` RPC (for corruption checks).
+    pub fn service(
+        &self,
+        inbound: mpsc::Sender<Inbound>,
+        local: Arc<dyn LocalState>,
+    ) -> PeerGrpcServer {
         server::peer_service_with_removed(
             self.inner.local_id,
             self.inner.cluster_id,
             inbound,
             self.inner.removed.clone(),
-            members,
+            local,
         )
     }
 

@@ -224,6 +224,32 @@ pub async fn fetch_members(
         .map_err(|s| s.to_string())
 }
 
+/// Asks the member at peer URL `url` for its KV hash at `revision`, as
+/// member `member_id` of `cluster_id` (an initial corruption check).
+pub async fn fetch_hash_kv(
+    dialer: &Dialer,
+    url: &str,
+    revision: i64,
+    cluster_id: u64,
+    member_id: u64,
+) -> Result<crate::proto::etcdserverpb::HashKvResponse, Status> {
+    dialer
+        .check_url(url)
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    let mut client = dialer
+        .connect(url)
+        .await
+        .map_err(|e| Status::unavailable(error_chain(&e)))?;
+    client
+        .hash_kv(request(
+            crate::proto::etcdserverpb::HashKvRequest { revision },
+            cluster_id,
+            member_id,
+        ))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

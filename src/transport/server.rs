@@ -21,7 +21,7 @@ use super::snapshot::{Reassembly, SnapshotError};
 use super::{codec, net, peer, Inbound, MESSAGE_BYTES_MAX, REMOVED_MESSAGE};
 use crate::proto::concordpb::peer_server::{Peer, PeerServer};
 use crate::proto::concordpb::{MembersRequest, RaftMessage, SnapshotAck, SnapshotChunk, StreamAck};
-use crate::proto::etcdserverpb::MemberListResponse;
+use crate::proto::etcdserverpb::{HashKvRequest, HashKvResponse, MemberListResponse};
 use crate::raft::Message;
 
 /// The `Peer` service of member `local_id` in cluster `cluster_id`.
@@ -31,11 +31,29 @@ pub struct PeerService {
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
     removed: Arc<Mutex<BTreeSet<u64>>>,
-    members: MembersFn,
+    local: Arc<dyn LocalState>,
 }
 
-/// What the `Members` RPC answers (the member's current membership).
-pub type MembersFn = Arc<dyn Fn() -> MemberListResponse + Send + Sync>;
+/// What the peer service answers from the member's own state.
+pub trait LocalState: Send + Sync {
+    /// The `Members` RPC: the member's current membership.
+    fn members(&self) -> MemberListResponse;
+    /// The `HashKv` RPC: the KV hash at `revision` (0: the current one).
+    fn hash_kv(&self, revision: i64) -> Result<HashKvResponse, Status>;
+}
+
+/// A member with no state to show (tests of the transport alone).
+struct NoState;
+
+impl LocalState for NoState {
+    fn members(&self) -> MemberListResponse {
+        MemberListResponse::default()
+    }
+
+    fn hash_kv(&self, _revision: i64) -> Result<HashKvResponse, Status> {
+        Err(Status::unavailable("no store"))
+    }
+}
 
 /// The server type of [`peer_service`] (madsim-tonic's generated server
 /// carries an interceptor parameter).
@@ -53,8 +71,13 @@ pub fn peer_service(
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
 ) -> PeerGrpcServer {
-    let members: MembersFn = Arc::new(MemberListResponse::default);
-    peer_service_with_removed(local_id, cluster_id, inbound, Arc::default(), members)
+    peer_service_with_removed(
+        local_id,
+        cluster_id,
+        inbound,
+        Arc::default(),
+        Arc::new(NoState),
+    )
 }
 
 /// [`peer_service`] that refuses the members in `removed` with
@@ -64,7 +87,7 @@ pub(crate) fn peer_service_with_removed(
     cluster_id: u64,
     inbound: mpsc::Sender<Inbound>,
     removed: Arc<Mutex<BTreeSet<u64>>>,
-    members: MembersFn,
+    local: Arc<dyn LocalState>,
 ) -> PeerGrpcServer {
     assert!(local_id != 0, "member ID 0 is raft's 'none'");
     PeerServer::new(PeerService {
@@ -72,7 +95,7 @@ pub(crate) fn peer_service_with_removed(
         cluster_id,
         inbound,
         removed,
-        members,
+        local,
     })
     .max_decoding_message_size(MESSAGE_BYTES_MAX)
     .max_encoding_message_size(MESSAGE_BYTES_MAX)
@@ -146,7 +169,18 @@ impl Peer for PeerService {
         &self,
         _request: Request<MembersRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        Ok(Response::new((self.members)()))
+        Ok(Response::new(self.local.members()))
+    }
+
+    async fn hash_kv(
+        &self,
+        request: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        let sender = net::check_identity(request.metadata(), self.cluster_id)?;
+        self.check_not_removed(sender)?;
+        Ok(Response::new(
+            self.local.hash_kv(request.into_inner().revision)?,
+        ))
     }
 
     async fn stream(
