@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod corrupt;
+pub mod discovery;
 pub mod fuzz;
 pub mod lease;
 pub mod member;

@@ -14,7 +14,8 @@ use crate::api::maintenance::MaintenanceService;
 use crate::api::max_recv_bytes;
 use crate::api::watch::WatchService;
 use crate::cluster::{Bootstrap, ClusterError, Membership};
-use crate::config::Config;
+use crate::config::{Config, Discovery};
+use crate::discovery::Found;
 use crate::member::Observer;
 use crate::member::{Handle, Member, MemberConfig, MemberError};
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
@@ -76,6 +77,73 @@ pub fn bootstrap_of(cfg: &Config) -> Bootstrap {
             .collect(),
         existing: None,
     }
+}
+
+/// A member with an empty data dir and a discovery flag finds its cluster:
+/// the initial cluster and the token of its IDs (`None`: static bootstrap).
+pub async fn discover(cfg: &Config) -> Result<Option<Found>, DiscoverError> {
+    let advertise: Vec<String> = cfg
+        .initial_advertise_peer_urls
+        .iter()
+        .map(|u| u.text.clone())
+        .collect();
+    match &cfg.discovery {
+        Discovery::Static => Ok(None),
+        #[cfg(not(madsim))]
+        Discovery::Url { url, proxy } => {
+            let me = crate::discovery::v2::Joiner {
+                member_id: crate::cluster::member_id(&advertise, url, None),
+                name: cfg.name.clone(),
+                advertise_peer_urls: advertise,
+            };
+            crate::discovery::v2::join(url, proxy.as_deref(), &me)
+                .await
+                .map(Some)
+                .map_err(DiscoverError::Join)
+        }
+        #[cfg(madsim)]
+        Discovery::Url { .. } => Err(DiscoverError::Join(
+            crate::discovery::DiscoveryError::Registry(
+                "the discovery URL protocol is not simulated".into(),
+            ),
+        )),
+        Discovery::V3(d) => {
+            #[cfg(not(madsim))]
+            let dialer = match crate::tls::discovery_client_config(d)
+                .map_err(|e| DiscoverError::Tls(e.to_string()))?
+            {
+                Some(tls) => Dialer::with_client_config(tls),
+                None => Dialer::plain(),
+            };
+            #[cfg(madsim)]
+            let dialer = Dialer::plain();
+            let me = crate::discovery::v3::Joiner {
+                member_id: crate::cluster::member_id(&advertise, &d.token, None),
+                name: cfg.name.clone(),
+                advertise_peer_urls: advertise,
+            };
+            crate::discovery::v3::join(d, &dialer, &me)
+                .await
+                .map(Some)
+                .map_err(DiscoverError::Join)
+        }
+        Discovery::Srv { .. } => Err(DiscoverError::Srv(crate::discovery::DiscoveryError::Srv(
+            "DNS SRV discovery is not implemented yet".into(),
+        ))),
+    }
+}
+
+/// Why a discovery failed, as etcd reports it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoverError {
+    /// etcd's `DiscoveryError{Op: "join"}`.
+    #[error("failed to join discovery cluster ({0})")]
+    Join(crate::discovery::DiscoveryError),
+    #[error("{0}")]
+    Srv(crate::discovery::DiscoveryError),
+    #[error("discovery TLS: {0}")]
+    Tls(String),
 }
 
 /// `--initial-cluster-state existing` on an empty data dir: asks the peers

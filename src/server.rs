@@ -41,8 +41,8 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("gRPC server failed: {0}")]
     Serve(String),
-    #[error("concord does not support {0} yet")]
-    Unsupported(&'static str),
+    #[error(transparent)]
+    Discovery(#[from] node::DiscoverError),
     #[error(transparent)]
     Corrupt(#[from] crate::corrupt::CorruptError),
 }
@@ -54,11 +54,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let t0 = std::time::Instant::now();
-    if cfg.discovery != crate::config::Discovery::Static {
-        return Err(ServerError::Unsupported(
-            "discovery (--discovery, --discovery-endpoints, --discovery-srv)",
-        ));
-    }
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let peer_tls = peer_tls(&cfg)?;
@@ -71,12 +66,32 @@ pub async fn run(
     let request_timeout = member_cfg.request_timeout;
     let t1 = std::time::Instant::now();
     let mut bootstrap = node::bootstrap_of(&cfg);
-    if cfg.initial_cluster_state == "existing"
-        && Membership::load(backend.as_ref())
-            .map_err(|e| ServerError::Member(e.into()))?
-            .is_none()
-    {
+    let fresh = Membership::load(backend.as_ref())
+        .map_err(|e| ServerError::Member(e.into()))?
+        .is_none();
+    if fresh && cfg.initial_cluster_state == "existing" {
         bootstrap.existing = Some(node::fetch_existing(&cfg, &dialer).await?);
+    } else if fresh {
+        match node::discover(&cfg).await {
+            Ok(Some(found)) => {
+                bootstrap.initial_cluster = found.initial_cluster;
+                bootstrap.token = found.token;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if matches!(e, node::DiscoverError::Join(_)) {
+                    tracing::warn!(error = %e, "failed to bootstrap; discovery token was already used");
+                    tracing::warn!(
+                        "do not reuse discovery token; generate a new one to bootstrap a cluster"
+                    );
+                }
+                return Err(ServerError::Discovery(e));
+            }
+        }
+    } else if cfg.discovery != crate::config::Discovery::Static {
+        tracing::warn!(
+            "discovery token is ignored since cluster already initialized; valid logs are found"
+        );
     }
     let (member, handle) = Member::open(backend, &bootstrap, member_cfg)?;
     if let Some(identity) = &client_tls {

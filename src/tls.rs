@@ -193,6 +193,66 @@ impl TlsIdentity {
     }
 }
 
+/// The v3 discovery registry client's TLS, as etcd's clientv3 builds it:
+/// with a CA, certificate or key file, TLS with them (system roots without
+/// a CA file); else TLS with the system roots unless
+/// `--discovery-insecure-transport` (the default); and
+/// `--discovery-insecure-skip-tls-verify` skips verifying the registry's
+/// certificate (TLS on even without files). `None`: plain http.
+pub fn discovery_client_config(
+    d: &crate::config::V3Discovery,
+) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
+    let files = d.cacert.is_some() || d.cert.is_some() || d.key.is_some();
+    if !files && d.insecure_transport && !d.insecure_skip_tls_verify {
+        return Ok(None);
+    }
+    let provider = Arc::new(ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = if d.insecure_skip_tls_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerify(
+                provider.signature_verification_algorithms,
+            )))
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        match &d.cacert {
+            Some(path) => {
+                for cert in parse_certs(&read(path)?, path)? {
+                    roots.add(cert)?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    // A system certificate rustls cannot use is skipped.
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match (&d.cert, &d.key) {
+        (Some(cert), Some(key)) => {
+            let certs = parse_certs(&read(cert)?, cert)?;
+            let key_pem = read(key)?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+                path: key.clone(),
+                why: e.to_string(),
+            })?;
+            builder.with_client_auth_cert(certs, key)?
+        }
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(TlsError::Invalid(
+                "--discovery-cert and --discovery-key go together".into(),
+            ))
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
 fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()

@@ -56,8 +56,14 @@ pub enum ConfigError {
     UnsupportedKey { path: String, key: String },
     #[error("multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\", \"discovery-endpoints\" or \"discovery-srv\"")]
     ConflictBootstrapFlags,
-    #[error("--discovery-token is required when --discovery-endpoints is set")]
+    #[error("both --discovery-token and --discovery-endpoints must be set")]
     DiscoveryTokenMissing,
+    #[error("--discovery-endpoints must not contain empty endpoints")]
+    EmptyDiscoveryEndpoint,
+    #[error("both v2 discovery settings (discovery, discovery-proxy) and v3 discovery settings (discovery-token, discovery-endpoints, discovery-cert, discovery-key, discovery-cacert, discovery-user, discovery-password) are set")]
+    V2AndV3Discovery,
+    #[error("v2 proxy is deprecated, and --discovery-fallback can't be configured as \"proxy\"")]
+    FallbackProxy,
 }
 
 /// How the daemon writes its logs.
@@ -387,6 +393,20 @@ fn discovery(get: &dyn Fn(&str) -> String) -> Result<Discovery, ConfigError> {
     if kinds.iter().filter(|k| **k).count() > 1 {
         return Err(ConfigError::ConflictBootstrapFlags);
     }
+    let v3_set = [
+        "discovery-token",
+        "discovery-endpoints",
+        "discovery-cert",
+        "discovery-key",
+        "discovery-cacert",
+        "discovery-user",
+        "discovery-password",
+    ]
+    .iter()
+    .any(|f| !get(f).is_empty());
+    if !get("discovery-proxy").is_empty() && v3_set {
+        return Err(ConfigError::V2AndV3Discovery);
+    }
     if !url.is_empty() {
         let proxy = Some(get("discovery-proxy")).filter(|p| !p.is_empty());
         return Ok(Discovery::Url { url, proxy });
@@ -397,21 +417,23 @@ fn discovery(get: &dyn Fn(&str) -> String) -> Result<Discovery, ConfigError> {
             service_name: get("discovery-srv-name"),
         });
     }
+    let token = get("discovery-token");
+    if endpoints.is_empty() != token.is_empty() {
+        return Err(ConfigError::DiscoveryTokenMissing);
+    }
     if !endpoints.is_empty() {
-        let token = get("discovery-token");
-        if token.is_empty() {
-            return Err(ConfigError::DiscoveryTokenMissing);
+        let mut list: Vec<String> = endpoints.split(',').map(|e| e.trim().to_string()).collect();
+        if list.iter().any(String::is_empty) {
+            return Err(ConfigError::EmptyDiscoveryEndpoint);
         }
+        // etcd's UniqueStrings: deduplicated and sorted.
+        list.sort();
+        list.dedup();
         let dur = |flag: &str| parse_duration(flag, &get(flag));
         let path =
             |flag: &str| Some(PathBuf::from(get(flag))).filter(|p| !p.as_os_str().is_empty());
         return Ok(Discovery::V3(V3Discovery {
-            endpoints: endpoints
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(String::from)
-                .collect(),
+            endpoints: list,
             token,
             dial_timeout: dur("discovery-dial-timeout")?,
             request_timeout: dur("discovery-request-timeout")?,
@@ -523,6 +545,9 @@ impl Config {
         let mut ignored = Vec::new();
         for (name, value) in &set {
             let flag = flags::lookup(name).ok_or_else(|| ConfigError::UnknownFlag(name.clone()))?;
+            if name == "discovery-fallback" && value == "proxy" {
+                return Err(ConfigError::FallbackProxy);
+            }
             flags::judge(flag, value)?;
             if let flags::Support::Ignored(why) = flag.support {
                 ignored.push((name.clone(), value.clone(), why));
@@ -831,7 +856,6 @@ mod tests {
                 "--auth-token jwt,pub-key=a,priv-key=b,sign-method=RS256",
                 "--auth-token",
             ),
-            ("--discovery-fallback proxy", "--discovery-fallback"),
             ("--proxy on", "--proxy"),
             ("--enable-v2", "--enable-v2"),
             ("--wal-dir /wal", "--wal-dir"),
@@ -912,7 +936,23 @@ mod tests {
                 service_name: "c1".into()
             }
         );
-        let v3 = c("--discovery-endpoints http://a:2379,http://b:2379 --discovery-token t1 --discovery-user u --discovery-password p --discovery-dial-timeout 1s").unwrap();
+        assert_eq!(
+            c("--discovery-fallback proxy").unwrap_err().to_string(),
+            "v2 proxy is deprecated, and --discovery-fallback can't be configured as \"proxy\""
+        );
+        assert_eq!(
+            c("--discovery-token t").unwrap_err(),
+            ConfigError::DiscoveryTokenMissing
+        );
+        assert_eq!(
+            c("--discovery-token t --discovery-endpoints a:1,,b:1").unwrap_err(),
+            ConfigError::EmptyDiscoveryEndpoint
+        );
+        assert_eq!(
+            c("--discovery-proxy p:1 --discovery-user u").unwrap_err(),
+            ConfigError::V2AndV3Discovery
+        );
+        let v3 = c("--discovery-endpoints http://b:2379,http://a:2379,http://b:2379 --discovery-token t1 --discovery-user u --discovery-password p --discovery-dial-timeout 1s").unwrap();
         let Discovery::V3(d) = v3.discovery else {
             panic!("v3 discovery")
         };

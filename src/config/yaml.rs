@@ -116,6 +116,11 @@ const KEYS: &[&str] = &[
     "experimental-distributed-tracing-sampling-rate",
 ];
 
+/// etcd's nested objects concord reads only as flags so far: 3.5's
+/// `socket-options` (`--socket-reuse-*`) and 3.6's `discovery-config` (the
+/// `--discovery-*` v3 options). Refused in a file, never ignored.
+const REFUSED_KEYS: &[&str] = &["socket-options", "discovery-config"];
+
 /// Keys etcd applies only when not empty (an empty string keeps the
 /// default).
 const EMPTY_IS_DEFAULT: &[&str] = &[
@@ -251,6 +256,10 @@ pub fn parse(text: &str) -> Result<FileFlags, ConfigError> {
         };
         if let Some(prefix) = prefix {
             security(&mut out, &key, prefix, v)?;
+            continue;
+        }
+        if REFUSED_KEYS.contains(&key.as_str()) && !matches!(v, Yaml::Null) {
+            out.refused.push(key);
             continue;
         }
         let flag = RENAMED

@@ -61,7 +61,7 @@ use tokio::sync::{mpsc, watch};
 use crate::raft::{Message, MessageKind};
 
 pub use codec::{decode, encode, CodecError};
-pub use net::{fetch_hash_kv, fetch_members, Dialer};
+pub use net::{error_chain, fetch_hash_kv, fetch_members, Dialer};
 pub use net::{CLUSTER_ID_HEADER, MEMBER_ID_HEADER};
 pub use server::{peer_service, LocalState, PeerGrpcServer, PeerService};
 pub use snapshot::SnapshotError;

@@ -57,6 +57,12 @@ impl Dialer {
         })
     }
 
+    /// http, and https with this client configuration.
+    #[cfg(not(madsim))]
+    pub fn with_client_config(config: std::sync::Arc<rustls::ClientConfig>) -> Dialer {
+        Dialer { tls: Some(config) }
+    }
+
     pub fn has_tls(&self) -> bool {
         #[cfg(not(madsim))]
         return self.tls.is_some();
@@ -83,6 +89,16 @@ impl Dialer {
 
     /// A gRPC channel to `url` (http, or https with this dialer's TLS).
     pub async fn channel(&self, url: &str) -> Result<Channel, tonic::transport::Error> {
+        self.channel_tuned(url, |e| e).await
+    }
+
+    /// [`Dialer::channel`] with the endpoint's settings changed by `tune`
+    /// (timeouts, keep-alives).
+    pub async fn channel_tuned(
+        &self,
+        url: &str,
+        tune: impl FnOnce(Endpoint) -> Endpoint,
+    ) -> Result<Channel, tonic::transport::Error> {
         let tls_url = url.strip_prefix("https://");
         // tonic refuses an https URI without its own TLS config, so the
         // channel sees http and the connector below does the TLS.
@@ -96,6 +112,7 @@ impl Dialer {
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
+        let endpoint = tune(endpoint);
         #[cfg(not(madsim))]
         let channel = match (&self.tls, tls_url) {
             (Some(tls), Some(_)) => {
@@ -153,7 +170,7 @@ fn check_url(url: &str, tls: bool) -> Result<(), TransportError> {
 
 /// `e` and its sources, `: `-separated (tonic's transport errors say only
 /// "transport error" at the top).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

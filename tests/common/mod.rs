@@ -3,6 +3,8 @@
 //! lines, drive it with the real `etcdctl`, kill it (-9) and restart it.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;

@@ -1,0 +1,1 @@
+//! DNS SRV discovery (`--discovery-srv`); see `get_cluster`.
