@@ -127,10 +127,44 @@ pub async fn discover(cfg: &Config) -> Result<Option<Found>, DiscoverError> {
                 .map(Some)
                 .map_err(DiscoverError::Join)
         }
-        Discovery::Srv { .. } => Err(DiscoverError::Srv(crate::discovery::DiscoveryError::Srv(
-            "DNS SRV discovery is not implemented yet".into(),
-        ))),
+        Discovery::Srv {
+            domain,
+            service_name,
+        } => {
+            #[cfg(not(madsim))]
+            let dns = crate::discovery::srv::SystemDns::new().map_err(DiscoverError::Srv)?;
+            #[cfg(madsim)]
+            let dns = crate::discovery::sim_dns::SimDns;
+            discover_srv(cfg, &dns, domain, service_name).await
+        }
     }
+}
+
+/// DNS SRV discovery with `dns`: the token stays `--initial-cluster-token`.
+pub async fn discover_srv(
+    cfg: &Config,
+    dns: &dyn crate::discovery::srv::Dns,
+    domain: &str,
+    service_name: &str,
+) -> Result<Option<Found>, DiscoverError> {
+    let found = crate::discovery::srv::cluster(
+        dns,
+        domain,
+        service_name,
+        &cfg.name,
+        &cfg.initial_advertise_peer_urls,
+    )
+    .await
+    .map_err(DiscoverError::Srv)?;
+    // etcd names the domain as the TLS server of https peers found in DNS
+    // when no trusted CA is given.
+    let peer_server_name =
+        (found.has_https && cfg.peer_tls.trusted_ca_file.is_none()).then(|| domain.to_string());
+    Ok(Some(Found {
+        initial_cluster: found.initial_cluster,
+        token: cfg.initial_cluster_token.clone(),
+        peer_server_name,
+    }))
 }
 
 /// Why a discovery failed, as etcd reports it.

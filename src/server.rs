@@ -58,7 +58,7 @@ pub async fn run(
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let peer_tls = peer_tls(&cfg)?;
     let client_tls = client_tls(&cfg)?;
-    let dialer = match &peer_tls {
+    let mut dialer = match &peer_tls {
         Some(identity) => Dialer::with_tls(identity)?,
         None => Dialer::plain(),
     };
@@ -76,6 +76,9 @@ pub async fn run(
             Ok(Some(found)) => {
                 bootstrap.initial_cluster = found.initial_cluster;
                 bootstrap.token = found.token;
+                if let Some(name) = &found.peer_server_name {
+                    dialer = dialer.with_server_name(name);
+                }
             }
             Ok(None) => {}
             Err(e) => {

@@ -386,6 +386,7 @@ impl ServerCertVerifier for SkipVerify {
 pub async fn connect(
     config: Arc<rustls::ClientConfig>,
     uri: &tonic::transport::Uri,
+    server_name: Option<&str>,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, std::io::Error> {
     let invalid =
         |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
@@ -394,7 +395,8 @@ pub async fn connect(
     let port = uri.port_u16().ok_or_else(|| invalid("no port in URL"))?;
     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
     tcp.set_nodelay(true)?;
-    let name = ServerName::try_from(host.to_string()).map_err(|_| invalid("bad host name"))?;
+    let name = ServerName::try_from(server_name.unwrap_or(host).to_string())
+        .map_err(|_| invalid("bad host name"))?;
     tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await

@@ -12,6 +12,8 @@
 //! with. Only a member with an empty data dir discovers: a restart reads its
 //! membership from its data dir and never contacts a registry.
 
+#[cfg(madsim)]
+pub mod sim_dns;
 pub mod srv;
 #[cfg(not(madsim))]
 pub mod v2;
@@ -57,6 +59,8 @@ pub struct Found {
     pub initial_cluster: String,
     /// The token the member and cluster IDs are computed with.
     pub token: String,
+    /// The TLS server name for https peers, instead of their hosts.
+    pub peer_server_name: Option<String>,
 }
 
 /// etcd's `URLsMap.String()` of this member alone: `name=url` pairs for

@@ -135,6 +135,7 @@ pub async fn join(url: &str, proxy: Option<&str>, me: &Joiner) -> Result<Found, 
         Some(_) => Ok(Found {
             initial_cluster,
             token: url.to_string(),
+            peer_server_name: None,
         }),
     }
 }

@@ -157,6 +157,7 @@ pub async fn join(d: &V3Discovery, dialer: &Dialer, me: &Joiner) -> Result<Found
     Ok(Found {
         initial_cluster,
         token: d.token.clone(),
+        peer_server_name: None,
     })
 }
 

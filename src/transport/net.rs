@@ -33,6 +33,9 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Dialer {
     #[cfg(not(madsim))]
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// The TLS server name to use instead of each URL's host.
+    #[cfg(not(madsim))]
+    server_name: Option<String>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -54,13 +57,26 @@ impl Dialer {
     pub fn with_tls(identity: &crate::tls::TlsIdentity) -> Result<Dialer, crate::tls::TlsError> {
         Ok(Dialer {
             tls: Some(identity.client_config()?),
+            server_name: None,
         })
     }
 
     /// http, and https with this client configuration.
     #[cfg(not(madsim))]
     pub fn with_client_config(config: std::sync::Arc<rustls::ClientConfig>) -> Dialer {
-        Dialer { tls: Some(config) }
+        Dialer {
+            tls: Some(config),
+            server_name: None,
+        }
+    }
+
+    /// This dialer, naming `name` as the TLS server of every https URL (as
+    /// etcd names the `--discovery-srv` domain for peers found in DNS
+    /// without a trusted CA).
+    #[cfg(not(madsim))]
+    pub fn with_server_name(mut self, name: &str) -> Dialer {
+        self.server_name = Some(name.to_string());
+        self
     }
 
     pub fn has_tls(&self) -> bool {
@@ -117,18 +133,20 @@ impl Dialer {
         let channel = match (&self.tls, tls_url) {
             (Some(tls), Some(_)) => {
                 let tls = tls.clone();
+                let server_name = self.server_name.clone();
                 let connector = tower::service_fn(move |uri: Uri| {
                     let tls = tls.clone();
+                    let server_name = server_name.clone();
                     async move {
-                        let stream =
-                            tokio::time::timeout(CONNECT_TIMEOUT, crate::tls::connect(tls, &uri))
-                                .await
-                                .map_err(|_| {
-                                    std::io::Error::new(
-                                        std::io::ErrorKind::TimedOut,
-                                        "TLS connect timed out",
-                                    )
-                                })??;
+                        let connect = crate::tls::connect(tls, &uri, server_name.as_deref());
+                        let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                            .await
+                            .map_err(|_| {
+                                std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "TLS connect timed out",
+                                )
+                            })??;
                         Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
                     }
                 });
