@@ -21,6 +21,13 @@ pub enum Bug {
     /// Raft's election timer is seeded from a heap address, which differs
     /// from one process to the next: a replay is no longer identical.
     Nondeterminism,
+    /// v3 discovery skips the size check: a member bootstraps with the
+    /// members registered so far, without waiting for the registry's size
+    /// or stopping at it.
+    SkipSizeCheck,
+    /// DNS SRV discovery skips a target that does not resolve, as etcd
+    /// does: a member may bootstrap a smaller cluster than its peers.
+    SrvSkipsUnresolved,
 }
 
 impl Bug {
@@ -31,6 +38,8 @@ impl Bug {
             Bug::CommitWithoutQuorum,
             Bug::SkipWatchEvents,
             Bug::Nondeterminism,
+            Bug::SkipSizeCheck,
+            Bug::SrvSkipsUnresolved,
         ]
         .into_iter()
         .find(|b| format!("{b:?}") == name)

@@ -10,6 +10,8 @@
 //! `--cfg madsim` this crate is empty.
 
 #[cfg(madsim)]
+pub mod bootstrap;
+#[cfg(madsim)]
 pub mod chaos;
 #[cfg(madsim)]
 pub mod world;

@@ -43,6 +43,24 @@ pub fn member_args(i: usize, n: usize) -> Vec<String> {
 /// etcd's flags for member `i` with `--initial-cluster initial` and
 /// `--initial-cluster-state state`.
 fn args_for(i: usize, initial: &str, state: &str) -> Vec<String> {
+    let mut args = base_args(i);
+    args.extend(
+        [
+            "--initial-advertise-peer-urls",
+            &peer_url(i),
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-state",
+            state,
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// The flags every member `i` has: its name, its listen and client URLs,
+/// the cluster token `sim`.
+pub fn base_args(i: usize) -> Vec<String> {
     [
         "--name",
         &format!("m{i}"),
@@ -52,29 +70,53 @@ fn args_for(i: usize, initial: &str, state: &str) -> Vec<String> {
         &client_url(i),
         "--listen-peer-urls",
         &peer_url(i),
-        "--initial-advertise-peer-urls",
-        &peer_url(i),
-        "--initial-cluster",
-        initial,
-        "--initial-cluster-state",
-        state,
         "--initial-cluster-token",
         "sim",
     ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    .map(String::from)
+    .to_vec()
 }
+
+/// Where a member that stops reports why (the daemon's exit message,
+/// after `discover: ` or `open: `, the step that failed).
+pub type ExitReport = Arc<dyn Fn(String) + Send + Sync>;
 
 /// Runs one member until its node is killed: the daemon's wiring
 /// (`concord::node`) on the in-memory backend and simulated sockets.
 async fn run_member(args: Vec<String>, backend: Arc<MemBackend>, clock_rate: f64) {
+    run_member_reporting(args, backend, clock_rate, Arc::new(|_| {})).await
+}
+
+/// [`run_member`], reporting to `exit` when the member stops by itself
+/// (a discovery that fails, a data dir that does not open), as the daemon
+/// exits with an error.
+pub async fn run_member_reporting(
+    args: Vec<String>,
+    backend: Arc<MemBackend>,
+    clock_rate: f64,
+    exit: ExitReport,
+) {
     let cfg = Config::from_args_env(&args, &|_| None).expect("member flags");
+    tracing::debug!(name = %cfg.name, "member starts");
     let backend: Arc<dyn Backend> = backend;
     let mut bootstrap = node::bootstrap_of(&cfg);
     let fresh = concord::cluster::Membership::load(backend.as_ref())
         .expect("membership readable")
         .is_none();
+    if fresh && cfg.discovery != concord::config::Discovery::Static {
+        match node::discover(&cfg).await {
+            Ok(Some(found)) => {
+                bootstrap.initial_cluster = found.initial_cluster;
+                bootstrap.token = found.token;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "discovery failed; the member exits");
+                exit(format!("discover: {e}"));
+                return;
+            }
+        }
+    }
     if cfg.initial_cluster_state == "existing" && fresh {
         // The daemon exits when nobody lists it (yet) or nobody answers;
         // here a supervisor starts it again a second later, until it joins.
@@ -97,6 +139,7 @@ async fn run_member(args: Vec<String>, backend: Arc<MemBackend>, clock_rate: f64
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(error = %e, "member does not open");
+            exit(format!("open: {e}"));
             return;
         }
     };

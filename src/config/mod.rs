@@ -58,6 +58,8 @@ pub enum ConfigError {
     ConflictBootstrapFlags,
     #[error("both --discovery-token and --discovery-endpoints must be set")]
     DiscoveryTokenMissing,
+    #[error("discovery URL should not be set when joining existing initial cluster")]
+    DiscoveryWhenJoining,
     #[error("--discovery-endpoints must not contain empty endpoints")]
     EmptyDiscoveryEndpoint,
     #[error("both v2 discovery settings (discovery, discovery-proxy) and v3 discovery settings (discovery-token, discovery-endpoints, discovery-cert, discovery-key, discovery-cacert, discovery-user, discovery-password) are set")]
@@ -607,6 +609,9 @@ impl Config {
                 why: "want new or existing".into(),
             });
         }
+        if state == "existing" && discovery != Discovery::Static {
+            return Err(ConfigError::DiscoveryWhenJoining);
+        }
         let heartbeat_ms: u64 = parse_num("heartbeat-interval", &get("heartbeat-interval"))?;
         let election_ms: u64 = parse_num("election-timeout", &get("election-timeout"))?;
         // etcd's rules (embed.Config.Validate), which also keep both
@@ -935,6 +940,10 @@ mod tests {
                 domain: "example.com".into(),
                 service_name: "c1".into()
             }
+        );
+        assert_eq!(
+            c("--discovery-srv example.com --initial-cluster-state existing").unwrap_err(),
+            ConfigError::DiscoveryWhenJoining
         );
         assert_eq!(
             c("--discovery-fallback proxy").unwrap_err().to_string(),

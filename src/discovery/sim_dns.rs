@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::madsim::net::Endpoint;
 
-use super::srv::Dns;
+use super::srv::{Dns, DnsError};
 
 /// Where the simulated DNS server listens (the members' resolv.conf).
 pub const SIM_DNS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 53)), 53);
@@ -96,11 +96,11 @@ fn answer(zone: &Zone, query: &str) -> String {
 pub struct SimDns;
 
 impl SimDns {
-    async fn ask(&self, query: String) -> Result<Vec<String>, String> {
+    async fn ask(&self, query: String) -> Result<Vec<String>, DnsError> {
         for _ in 0..ATTEMPTS {
             let ep = Endpoint::bind("0.0.0.0:0")
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| DnsError::Failed(e.to_string()))?;
             if ep
                 .send_to(SIM_DNS_ADDR, TAG, query.as_bytes())
                 .await
@@ -118,20 +118,23 @@ impl SimDns {
             let mut lines = text.lines();
             return match lines.next() {
                 Some("ok") => Ok(lines.map(String::from).collect()),
-                Some(err) => Err(err.trim_start_matches("err ").to_string()),
-                None => Err("empty answer".into()),
+                Some(err) if err.ends_with("no such host") => Err(DnsError::NotFound(
+                    err.trim_start_matches("err ").to_string(),
+                )),
+                Some(err) => Err(DnsError::Failed(err.trim_start_matches("err ").to_string())),
+                None => Err(DnsError::Failed("empty answer".into())),
             };
         }
-        Err(format!(
+        Err(DnsError::Failed(format!(
             "lookup {}: i/o timeout",
             query.get(2..).unwrap_or("")
-        ))
+        )))
     }
 }
 
 #[tonic::async_trait]
 impl Dns for SimDns {
-    async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, String> {
+    async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, DnsError> {
         let lines = self.ask(format!("S {name}")).await?;
         Ok(lines
             .iter()
@@ -142,7 +145,7 @@ impl Dns for SimDns {
             .collect())
     }
 
-    async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         if let Ok(ip) = host.parse() {
             return Ok(vec![ip]);
         }

@@ -15,14 +15,40 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::DiscoveryError;
 
+/// Why a DNS lookup gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsError {
+    /// The name has no such records (NXDOMAIN, or no data).
+    NotFound(String),
+    /// DNS failed (timeout, SERVFAIL, unreachable): the records may exist.
+    Failed(String),
+}
+
+impl DnsError {
+    fn text(&self) -> &str {
+        match self {
+            DnsError::NotFound(e) | DnsError::Failed(e) => e,
+        }
+    }
+}
+
 /// What SRV discovery asks of DNS.
 #[tonic::async_trait]
 pub trait Dns: Send + Sync {
     /// The SRV records of `name` (`_service._tcp.domain`): (target, port),
     /// by priority.
-    async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, String>;
+    async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, DnsError>;
     /// The addresses of `host` (a name or an IP literal).
-    async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, String>;
+    async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, DnsError>;
+}
+
+#[cfg(not(madsim))]
+fn dns_error(e: hickory_resolver::net::NetError) -> DnsError {
+    if e.is_no_records_found() {
+        DnsError::NotFound(e.to_string())
+    } else {
+        DnsError::Failed(e.to_string())
+    }
 }
 
 /// The system's resolver (hickory-resolver over `/etc/resolv.conf` and
@@ -45,8 +71,8 @@ impl SystemDns {
 #[cfg(not(madsim))]
 #[tonic::async_trait]
 impl Dns for SystemDns {
-    async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, String> {
-        let lookup = self.0.srv_lookup(name).await.map_err(|e| e.to_string())?;
+    async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, DnsError> {
+        let lookup = self.0.srv_lookup(name).await.map_err(dns_error)?;
         let mut records: Vec<(u16, String, u16)> = lookup
             .answers()
             .iter()
@@ -61,26 +87,29 @@ impl Dns for SystemDns {
         Ok(records.into_iter().map(|(_, t, p)| (t, p)).collect())
     }
 
-    async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        let lookup = self.0.lookup_ip(host).await.map_err(|e| e.to_string())?;
+        let lookup = self.0.lookup_ip(host).await.map_err(dns_error)?;
         Ok(lookup.iter().collect())
     }
 }
 
 /// Go's `net.ResolveTCPAddr`: the first address of `host` (IPv4 first).
-async fn resolve(dns: &dyn Dns, host: &str, port: u16) -> Result<SocketAddr, String> {
+async fn resolve(dns: &dyn Dns, host: &str, port: u16) -> Result<SocketAddr, DnsError> {
     let mut addrs = dns.addrs(host.trim_end_matches('.')).await?;
     addrs.sort_by_key(|a| !a.is_ipv4());
     addrs
         .first()
         .map(|ip| SocketAddr::new(*ip, port))
-        .ok_or_else(|| format!("no address for {host}"))
+        .ok_or_else(|| DnsError::NotFound(format!("no address for {host}")))
 }
 
-/// etcd's `srv.GetCluster` for one service: `name=url` entries.
+/// etcd's `srv.GetCluster` for one service: `name=url` entries. One
+/// deviation, for safety: a target that does not resolve fails the lookup
+/// (etcd skips it, and a member then bootstraps a smaller cluster than its
+/// peers: two clusters; the bootstrap simulation found it).
 async fn get_cluster(
     dns: &dyn Dns,
     scheme: &str,
@@ -88,23 +117,32 @@ async fn get_cluster(
     name: &str,
     domain: &str,
     own: &[(SocketAddr, crate::config::Url)],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, DnsError> {
+    let wrap = |e: &str| format!("error querying DNS SRV records for _{service} {e}");
     let records = dns
         .srv(&format!("_{service}._tcp.{domain}"))
         .await
-        .map_err(|e| format!("error querying DNS SRV records for _{service} {e}"))?;
+        .map_err(|e| match e {
+            DnsError::NotFound(e) => DnsError::NotFound(wrap(&e)),
+            DnsError::Failed(e) => DnsError::Failed(wrap(&e)),
+        })?;
     let mut temp_name = 0;
     let mut parts = Vec::new();
-    let mut last_err = None;
+    let mut mismatch = None;
     for (target, port) in records {
-        let addr = match resolve(dns, &target, port).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(host = %target, port, "couldn't resolve host during SRV discovery");
-                last_err = Some(e);
-                continue;
-            }
-        };
+        #[cfg(madsim)]
+        if crate::planted::active(crate::planted::Bug::SrvSkipsUnresolved)
+            && resolve(dns, &target, port).await.is_err()
+        {
+            continue;
+        }
+        let addr = resolve(dns, &target, port).await.map_err(|e| {
+            tracing::warn!(host = %target, port, "couldn't resolve host during SRV discovery");
+            DnsError::Failed(wrap(&format!(
+                "couldn't resolve host {target}:{port}: {}",
+                e.text()
+            )))
+        })?;
         let mine = own.iter().find(|(a, _)| *a == addr).map(|(_, u)| u);
         let n = if mine.is_some() {
             name.to_string()
@@ -120,7 +158,7 @@ async fn get_cluster(
         };
         match mine {
             Some(u) if u.scheme != scheme => {
-                last_err = Some(format!(
+                mismatch = Some(format!(
                     "bootstrap at {scheme}://{url_host} from DNS for {service} has scheme mismatch with expected peer {}",
                     u.text
                 ));
@@ -128,8 +166,8 @@ async fn get_cluster(
             _ => parts.push(format!("{n}={scheme}://{url_host}")),
         }
     }
-    match (parts.is_empty(), last_err) {
-        (true, Some(e)) => Err(format!("error querying DNS SRV records for _{service} {e}")),
+    match (parts.is_empty(), mismatch) {
+        (true, Some(e)) => Err(DnsError::NotFound(wrap(&e))),
         _ => Ok(parts),
     }
 }
@@ -155,7 +193,7 @@ pub async fn cluster(
     for u in advertise_peer_urls {
         let addr = resolve(dns, &u.host, u.port)
             .await
-            .map_err(DiscoveryError::Srv)?;
+            .map_err(|e| DiscoveryError::Srv(e.text().to_string()))?;
         own.push((addr, u.clone()));
     }
     let suffix = if service_name.is_empty() {
@@ -174,10 +212,14 @@ pub async fn cluster(
                 tracing::info!(service_name = %service, found_cluster = ?found, "get cluster for {service} SRV");
                 entries.extend(found);
             }
-            Err(e) => {
+            // No such records: the other kind may have them (etcd 3.5).
+            Err(DnsError::NotFound(e)) => {
                 tracing::info!(service_name = %service, error = %e, "get cluster for {service} SRV");
                 errors.push(e);
             }
+            // DNS failed: records it could not give may exist, and a
+            // cluster built without them would be another cluster.
+            Err(DnsError::Failed(e)) => return Err(DiscoveryError::Srv(e)),
         }
     }
     if entries.is_empty() {
@@ -213,24 +255,29 @@ mod tests {
     struct Zone {
         srv: BTreeMap<String, Vec<(String, u16)>>,
         a: BTreeMap<String, Vec<IpAddr>>,
+        /// Hosts whose lookups time out.
+        failing: Vec<String>,
     }
 
     #[tonic::async_trait]
     impl Dns for Zone {
-        async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, String> {
+        async fn srv(&self, name: &str) -> Result<Vec<(String, u16)>, DnsError> {
             self.srv
                 .get(name)
                 .cloned()
-                .ok_or_else(|| format!("lookup {name}: no such host"))
+                .ok_or_else(|| DnsError::NotFound(format!("lookup {name}: no such host")))
         }
-        async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        async fn addrs(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
             if let Ok(ip) = host.parse() {
                 return Ok(vec![ip]);
+            }
+            if self.failing.contains(&host.to_string()) {
+                return Err(DnsError::Failed(format!("lookup {host}: i/o timeout")));
             }
             self.a
                 .get(host)
                 .cloned()
-                .ok_or_else(|| format!("lookup {host}: no such host"))
+                .ok_or_else(|| DnsError::NotFound(format!("lookup {host}: no such host")))
         }
     }
 
@@ -303,6 +350,44 @@ mod tests {
         assert!(c
             .initial_cluster
             .starts_with("infra0=https://infra0.example.com:2380,"));
+    }
+
+    #[tokio::test]
+    async fn a_target_that_does_not_resolve_fails_the_discovery() {
+        // etcd skips it and bootstraps a cluster without it; a member must
+        // not form a smaller cluster than its peers.
+        let mut z = zone("etcd-server");
+        z.failing.push("infra2.example.com".into());
+        let e = cluster(
+            &z,
+            "example.com",
+            "",
+            "infra1",
+            &url("http://10.0.1.11:2380"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("couldn't resolve host infra2.example.com.:2380"),
+            "{e}"
+        );
+        // A failed SRV lookup (not an absent record set) fails it too.
+        z.failing.clear();
+        z.srv.insert(
+            "_etcd-server-ssl._tcp.example.com".into(),
+            vec![("infra9.example.com.".into(), 2380)],
+        );
+        z.failing.push("infra9.example.com".into());
+        assert!(cluster(
+            &z,
+            "example.com",
+            "",
+            "infra1",
+            &url("http://10.0.1.11:2380")
+        )
+        .await
+        .is_err());
     }
 
     #[tokio::test]
