@@ -247,8 +247,12 @@ fn the_ignored_flags_are_harmless_to_a_running_member() {
         })
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut s = Server::start(&args);
+    let mut s = Server::prepare(&args);
+    // An ETCD_* variable that names no flag: etcd's warning.
+    s.envs.push(("ETCD_NO_SUCH_FLAG".into(), "1".into()));
+    s.spawn();
     s.wait_for_log("ignoring --enable-pprof: ");
+    s.wait_for_log("unrecognized environment variable ETCD_NO_SUCH_FLAG=1");
     s.ctl_ok(&["put", "k", "v"]);
     assert!(s.ctl_ok(&["get", "k"]).contains('v'));
 }

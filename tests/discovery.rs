@@ -182,3 +182,68 @@ fn v3_discovery_authenticates_with_user_and_password() {
     ]);
     assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 3, "{keys}");
 }
+
+/// An HTTP proxy for the test: relays each connection to `target` as it
+/// comes (etcd's HTTP server takes the absolute request URIs a proxy
+/// client sends) and records each connection's first request line.
+fn relay_proxy(target: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let port = listener.local_addr().expect("proxy address").port();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let (mut c_in, mut u_out) = match (client.try_clone(), upstream.try_clone()) {
+                    (Ok(c), Ok(u)) => (c, u),
+                    _ => return,
+                };
+                let mut buf = [0u8; 4096];
+                let Ok(n) = c_in.read(&mut buf) else { return };
+                let head = String::from_utf8_lossy(&buf[..n]);
+                log.lock()
+                    .expect("proxy log")
+                    .push(head.lines().next().unwrap_or("").to_string());
+                if u_out.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+                let (mut u_in, mut c_out) = (upstream, client);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u_in, &mut c_out);
+                });
+                let _ = std::io::copy(&mut c_in, &mut u_out);
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn url_protocol_through_the_discovery_proxy() {
+    let registry = Etcd::start(&["--enable-v2"]);
+    let token = format!("/v2/keys/_discovery/t{}", common::free_port());
+    registry.http("PUT", &format!("{token}/_config/size"), Some("value=3"));
+    let (proxy, seen) = relay_proxy(registry.port);
+    // A registry host only the proxy reaches.
+    let url = format!("http://registry.invalid:{}{token}", registry.port);
+    let flags = vec![
+        "--discovery".to_string(),
+        url.clone(),
+        "--discovery-proxy".to_string(),
+        format!("127.0.0.1:{proxy}"),
+    ];
+    let members = form(3, &flags);
+    agrees(&members);
+    let seen = seen.lock().expect("proxy log");
+    assert!(
+        seen.iter()
+            .any(|l| l.contains(&format!("{url}/_config/size"))),
+        "{seen:?}"
+    );
+}

@@ -71,6 +71,13 @@ fn main() -> ExitCode {
     if let Some(file) = &cfg.config_file {
         tracing::info!(path = %file.display(), "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided");
     }
+    if cfg.config_file.is_none() {
+        for (name, value) in std::env::vars() {
+            if name.starts_with("ETCD_") && !concord::config::is_known_env_var(&name) {
+                tracing::warn!("unrecognized environment variable {name}={value}");
+            }
+        }
+    }
     for key in &cfg.unknown_config_keys {
         tracing::warn!(key = %key, "unknown key in the config file; ignoring it");
     }

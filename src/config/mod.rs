@@ -386,6 +386,12 @@ fn parse_num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ConfigError
     })
 }
 
+/// Whether `name` is the `ETCD_*` variable of a flag (etcd warns about
+/// the others: "unrecognized environment variable").
+pub fn is_known_env_var(name: &str) -> bool {
+    flags::FLAGS.iter().any(|f| env_name(f.name) == name)
+}
+
 /// The bootstrap by discovery the flags ask for (at most one kind).
 fn discovery(get: &dyn Fn(&str) -> String) -> Result<Discovery, ConfigError> {
     let url = get("discovery");
