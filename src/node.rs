@@ -160,10 +160,17 @@ pub async fn discover_srv(
     // when no trusted CA is given.
     let peer_server_name =
         (found.has_https && cfg.peer_tls.trusted_ca_file.is_none()).then(|| domain.to_string());
+    // This member's entry names it by its SRV target, which it matched
+    // by address: that is its peer URL in the cluster, as in etcd.
+    let local_peer_urls = crate::cluster::parse_initial_cluster(&found.initial_cluster)
+        .ok()
+        .and_then(|entries| entries.into_iter().find(|(n, _)| *n == cfg.name))
+        .map(|(_, urls)| urls);
     Ok(Some(Found {
         initial_cluster: found.initial_cluster,
         token: cfg.initial_cluster_token.clone(),
         peer_server_name,
+        local_peer_urls,
     }))
 }
 

@@ -54,6 +54,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let t0 = std::time::Instant::now();
+    // What can be refused is refused before the data dir is written.
+    for url in &cfg.listen_client_urls {
+        check_listen_scheme(url, !cfg.client_tls.is_empty(), "")?;
+    }
+    for url in &cfg.listen_peer_urls {
+        check_listen_scheme(url, !cfg.peer_tls.is_empty(), "peer ")?;
+    }
+    if let crate::config::Discovery::V3(d) = &cfg.discovery {
+        crate::tls::discovery_client_config(d)?;
+    }
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let peer_tls = peer_tls(&cfg)?;
@@ -76,18 +86,16 @@ pub async fn run(
             Ok(Some(found)) => {
                 bootstrap.initial_cluster = found.initial_cluster;
                 bootstrap.token = found.token;
+                if let Some(urls) = found.local_peer_urls {
+                    bootstrap.advertise_peer_urls = urls;
+                }
                 if let Some(name) = &found.peer_server_name {
                     dialer = dialer.with_server_name(name);
                 }
             }
             Ok(None) => {}
             Err(e) => {
-                if matches!(e, node::DiscoverError::Join(_)) {
-                    tracing::warn!(error = %e, "failed to bootstrap; discovery token was already used");
-                    tracing::warn!(
-                        "do not reuse discovery token; generate a new one to bootstrap a cluster"
-                    );
-                }
+                log_discovery_failure(&cfg, &e);
                 return Err(ServerError::Discovery(e));
             }
         }
@@ -365,4 +373,33 @@ fn announce_ready(cfg: &Config, handle: &Handle) {
         m.cluster_id
     );
     tracing::info!("ready to serve client requests");
+}
+
+/// etcd's advice after a discovery that failed.
+fn log_discovery_failure(cfg: &Config, e: &node::DiscoverError) {
+    use crate::discovery::DiscoveryError as D;
+    let node::DiscoverError::Join(why) = e else {
+        return;
+    };
+    match why {
+        D::DuplicateId => {
+            tracing::warn!(name = %cfg.name, error = %e, "member has been registered with discovery service");
+            tracing::warn!(data_dir = %cfg.data_dir.display(), "but could not find valid cluster configuration");
+            tracing::warn!("check data dir if previous bootstrap succeeded");
+            tracing::warn!("or use a new discovery token if previous bootstrap failed");
+        }
+        D::DuplicateName => {
+            tracing::warn!(error = %e, "member with duplicated name has already been registered");
+            tracing::warn!("cURL the discovery token URL for details");
+            tracing::warn!(
+                "do not reuse discovery token; generate a new one to bootstrap a cluster"
+            );
+        }
+        _ => {
+            tracing::warn!(error = %e, "failed to bootstrap; discovery token was already used");
+            tracing::warn!(
+                "do not reuse discovery token; generate a new one to bootstrap a cluster"
+            );
+        }
+    }
 }

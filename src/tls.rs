@@ -195,15 +195,17 @@ impl TlsIdentity {
 
 /// The v3 discovery registry client's TLS, as etcd's clientv3 builds it:
 /// with a CA, certificate or key file, TLS with them (system roots without
-/// a CA file); else TLS with the system roots unless
-/// `--discovery-insecure-transport` (the default); and
+/// a CA file); else TLS with the system roots for https endpoints, or
+/// unless `--discovery-insecure-transport` (the default); and
 /// `--discovery-insecure-skip-tls-verify` skips verifying the registry's
 /// certificate (TLS on even without files). `None`: plain http.
 pub fn discovery_client_config(
     d: &crate::config::V3Discovery,
 ) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
     let files = d.cacert.is_some() || d.cert.is_some() || d.key.is_some();
-    if !files && d.insecure_transport && !d.insecure_skip_tls_verify {
+    // An https endpoint is TLS whatever the flags say: never a downgrade.
+    let https = d.endpoints.iter().any(|e| e.starts_with("https://"));
+    if !files && d.insecure_transport && !d.insecure_skip_tls_verify && !https {
         return Ok(None);
     }
     let provider = Arc::new(ring::default_provider());

@@ -548,30 +548,6 @@ async fn members_replicate_over_peer_tls_with_self_signed_certificates() {
     }
 }
 
-/// A test CA and, per member, a certificate it signed for 127.0.0.1;
-/// files under `dir`: ca.pem, m{i}.pem, m{i}.key.
-fn write_ca_signed_certs(dir: &std::path::Path, members: usize) {
-    let ca_key = rcgen::KeyPair::generate().expect("ca key");
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "concord test CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
-    for i in 0..members {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
-        p.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &issuer).expect("sign");
-        std::fs::write(dir.join(format!("m{i}.pem")), cert.pem()).expect("write");
-        std::fs::write(dir.join(format!("m{i}.key")), key.serialize_pem()).expect("write");
-    }
-}
-
 /// Certificates from files, verified against a trusted CA both ways
 /// (`--peer-client-cert-auth`): the members form a cluster, and a member
 /// whose certificate the CA did not sign is refused before it can even
@@ -579,7 +555,7 @@ fn write_ca_signed_certs(dir: &std::path::Path, members: usize) {
 #[tokio::test]
 async fn peer_client_cert_auth_admits_only_ca_signed_members() {
     let certs = tempfile::tempdir().expect("tempdir");
-    write_ca_signed_certs(certs.path(), 4);
+    common::write_ca_signed_certs(certs.path(), 4);
     let path = |f: String| certs.path().join(f).display().to_string();
     let c = Cluster::start_with(3, "https", |i| {
         vec![
@@ -628,7 +604,7 @@ async fn peer_client_cert_auth_admits_only_ca_signed_members() {
 #[tokio::test]
 async fn clients_and_peers_over_tls_with_ca_signed_certificates() {
     let certs = tempfile::tempdir().expect("tempdir");
-    write_ca_signed_certs(certs.path(), 3);
+    common::write_ca_signed_certs(certs.path(), 3);
     let path = |f: String| certs.path().join(f).display().to_string();
     let c = Cluster::start_configured(
         3,

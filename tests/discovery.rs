@@ -247,3 +247,65 @@ fn url_protocol_through_the_discovery_proxy() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn v3_discovery_over_tls_with_a_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    common::write_ca_signed_certs(certs.path(), 1);
+    let file = |f: &str| certs.path().join(f).display().to_string();
+    let mut registry = Etcd::start_with(
+        "https",
+        &[
+            "--cert-file",
+            &file("m0.pem"),
+            "--key-file",
+            &file("m0.key"),
+        ],
+    );
+    registry.ctl_args = vec!["--cacert".into(), file("ca.pem")];
+    let token = format!("t{}", common::free_port());
+    registry.ctl(&["put", &format!("/_etcd/registry/{token}/_config/size"), "3"]);
+    // The https endpoint is verified against --discovery-cacert.
+    let mut flags = v3_flags(&registry.url(), &token);
+    flags.extend(["--discovery-cacert".to_string(), file("ca.pem")]);
+    let members = form(3, &flags);
+    agrees(&members);
+    // Without the CA (system roots) and with another CA, the registry's
+    // certificate is refused: TLS is verified, never skipped or dropped.
+    let other = tempfile::tempdir().unwrap();
+    common::write_ca_signed_certs(other.path(), 0);
+    let other_ca = other.path().join("ca.pem").display().to_string();
+    for extra in [vec![], vec!["--discovery-cacert".to_string(), other_ca]] {
+        let mut m = Server::prepare(&[]);
+        let mut args = vec![
+            "--name".to_string(),
+            "m9".to_string(),
+            "--initial-advertise-peer-urls".to_string(),
+            m.peer_url(),
+        ];
+        args.extend(v3_flags(&registry.url(), &token));
+        args.extend(extra);
+        m.extra_args = args;
+        m.launch();
+        let l = m.wait_for_log("retry connecting to discovery service");
+        assert!(l.contains("invalid peer certificate"), "{l}");
+    }
+}
+
+#[test]
+fn a_member_registered_before_with_a_lost_data_dir_exits_with_etcds_advice() {
+    let registry = Etcd::start(&["--enable-v2"]);
+    let token = format!("/v2/keys/_discovery/t{}", common::free_port());
+    registry.http("PUT", &format!("{token}/_config/size"), Some("value=1"));
+    let flags = vec![
+        "--discovery".to_string(),
+        format!("{}{token}", registry.url()),
+    ];
+    let mut members = form(1, &flags);
+    members[0].kill9();
+    std::fs::remove_dir_all(&members[0].data_dir).unwrap();
+    members[0].launch();
+    members[0].wait_for_log("discovery: found duplicate id");
+    members[0].wait_for_log("check data dir if previous bootstrap succeeded");
+    assert!(!members[0].wait_exit().success());
+}

@@ -135,11 +135,18 @@ fn members(service_suffix: &str) -> (Vec<Server>, Vec<String>) {
 
 fn launch(members: &mut [Server], extra: &[&str]) {
     for (i, m) in members.iter_mut().enumerate() {
+        // The last member advertises its address, not its name: it is
+        // matched to its SRV target by address, as in etcd.
+        let advertised = if i == 2 {
+            format!("http://127.0.0.1:{}", m.peer_port)
+        } else {
+            format!("http://m{i}.{DOMAIN}:{}", m.peer_port)
+        };
         let mut args = vec![
             "--name".to_string(),
             format!("m{i}"),
             "--initial-advertise-peer-urls".to_string(),
-            format!("http://m{i}.{DOMAIN}:{}", m.peer_port),
+            advertised,
             "--discovery-srv".to_string(),
             DOMAIN.to_string(),
         ];

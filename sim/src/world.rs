@@ -108,6 +108,9 @@ pub async fn run_member_reporting(
             Ok(Some(found)) => {
                 bootstrap.initial_cluster = found.initial_cluster;
                 bootstrap.token = found.token;
+                if let Some(urls) = found.local_peer_urls {
+                    bootstrap.advertise_peer_urls = urls;
+                }
             }
             Ok(None) => {}
             Err(e) => {

@@ -10,6 +10,7 @@
 //! `--config-file` (or `ETCD_CONFIG_FILE`) the YAML file is the only source,
 //! as in etcd: the other flags and the environment are ignored (`yaml`).
 
+mod discovery;
 mod flags;
 pub use flags::{ignored as ignored_flags, refused as refused_flags};
 mod yaml;
@@ -60,6 +61,10 @@ pub enum ConfigError {
     DiscoveryTokenMissing,
     #[error("discovery URL should not be set when joining existing initial cluster")]
     DiscoveryWhenJoining,
+    #[error("concord does not support --{0} with --initial-cluster-state existing yet; list the members with --initial-cluster")]
+    DiscoveryExisting(&'static str),
+    #[error("--{0} is set without --{1}, which it configures")]
+    WithoutItsFlag(&'static str, &'static str),
     #[error("--discovery-endpoints must not contain empty endpoints")]
     EmptyDiscoveryEndpoint,
     #[error("both v2 discovery settings (discovery, discovery-proxy) and v3 discovery settings (discovery-token, discovery-endpoints, discovery-cert, discovery-key, discovery-cacert, discovery-user, discovery-password) are set")]
@@ -202,9 +207,9 @@ pub struct Config {
     /// is not answered in time.
     pub grpc_keepalive_interval: std::time::Duration,
     pub grpc_keepalive_timeout: std::time::Duration,
-    /// `--socket-reuse-port` / `--socket-reuse-address` on every listener.
+    /// `--socket-reuse-port` on every listener (SO_REUSEADDR is always
+    /// set, as Go sets it).
     pub socket_reuse_port: bool,
-    pub socket_reuse_address: bool,
     /// `--experimental-snapshot-catchup-entries`: raft log entries kept
     /// behind a snapshot for slow followers.
     pub snapshot_catchup_entries: u64,
@@ -392,79 +397,6 @@ pub fn is_known_env_var(name: &str) -> bool {
     flags::FLAGS.iter().any(|f| env_name(f.name) == name)
 }
 
-/// The bootstrap by discovery the flags ask for (at most one kind).
-fn discovery(get: &dyn Fn(&str) -> String) -> Result<Discovery, ConfigError> {
-    let url = get("discovery");
-    let srv = get("discovery-srv");
-    let endpoints = get("discovery-endpoints");
-    let kinds = [!url.is_empty(), !srv.is_empty(), !endpoints.is_empty()];
-    if kinds.iter().filter(|k| **k).count() > 1 {
-        return Err(ConfigError::ConflictBootstrapFlags);
-    }
-    let v3_set = [
-        "discovery-token",
-        "discovery-endpoints",
-        "discovery-cert",
-        "discovery-key",
-        "discovery-cacert",
-        "discovery-user",
-        "discovery-password",
-    ]
-    .iter()
-    .any(|f| !get(f).is_empty());
-    if !get("discovery-proxy").is_empty() && v3_set {
-        return Err(ConfigError::V2AndV3Discovery);
-    }
-    if !url.is_empty() {
-        let proxy = Some(get("discovery-proxy")).filter(|p| !p.is_empty());
-        return Ok(Discovery::Url { url, proxy });
-    }
-    if !srv.is_empty() {
-        return Ok(Discovery::Srv {
-            domain: srv,
-            service_name: get("discovery-srv-name"),
-        });
-    }
-    let token = get("discovery-token");
-    if endpoints.is_empty() != token.is_empty() {
-        return Err(ConfigError::DiscoveryTokenMissing);
-    }
-    if !endpoints.is_empty() {
-        let mut list: Vec<String> = endpoints.split(',').map(|e| e.trim().to_string()).collect();
-        if list.iter().any(String::is_empty) {
-            return Err(ConfigError::EmptyDiscoveryEndpoint);
-        }
-        // etcd's UniqueStrings: deduplicated and sorted.
-        list.sort();
-        list.dedup();
-        let dur = |flag: &str| parse_duration(flag, &get(flag));
-        let path =
-            |flag: &str| Some(PathBuf::from(get(flag))).filter(|p| !p.as_os_str().is_empty());
-        return Ok(Discovery::V3(V3Discovery {
-            endpoints: list,
-            token,
-            dial_timeout: dur("discovery-dial-timeout")?,
-            request_timeout: dur("discovery-request-timeout")?,
-            keepalive_time: dur("discovery-keepalive-time")?,
-            keepalive_timeout: dur("discovery-keepalive-timeout")?,
-            insecure_transport: parse_bool(
-                "discovery-insecure-transport",
-                &get("discovery-insecure-transport"),
-            )?,
-            insecure_skip_tls_verify: parse_bool(
-                "discovery-insecure-skip-tls-verify",
-                &get("discovery-insecure-skip-tls-verify"),
-            )?,
-            cert: path("discovery-cert"),
-            key: path("discovery-key"),
-            cacert: path("discovery-cacert"),
-            user: get("discovery-user"),
-            password: get("discovery-password"),
-        }));
-    }
-    Ok(Discovery::Static)
-}
-
 impl Config {
     /// Builds the configuration from command-line `args` (without the program
     /// name) and an environment lookup.
@@ -566,24 +498,14 @@ impl Config {
             Some(d) if !d.is_empty() => PathBuf::from(d),
             _ => PathBuf::from(format!("{name}.concord")),
         };
-        let discovery = discovery(&get)?;
+        let initial_cluster_given = set.get("initial-cluster").is_some_and(|c| !c.is_empty());
+        let discovery = discovery::from_flags(&get, initial_cluster_given)?;
         let initial_cluster = match set.get("initial-cluster") {
             Some(c) => c.clone(),
             // etcd clears its default when a discovery flag is given.
-            None if discovery != Discovery::Static || !get("discovery-srv-name").is_empty() => {
-                String::new()
-            }
+            None if discovery != Discovery::Static => String::new(),
             None => format!("{name}={}", get("initial-advertise-peer-urls")),
         };
-        let kinds = [
-            !initial_cluster.is_empty(),
-            matches!(discovery, Discovery::Url { .. }),
-            matches!(discovery, Discovery::V3(_)),
-            matches!(discovery, Discovery::Srv { .. }),
-        ];
-        if kinds.iter().filter(|k| **k).count() > 1 {
-            return Err(ConfigError::ConflictBootstrapFlags);
-        }
         let log_format = match get("log-format").as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -615,8 +537,15 @@ impl Config {
                 why: "want new or existing".into(),
             });
         }
-        if state == "existing" && discovery != Discovery::Static {
-            return Err(ConfigError::DiscoveryWhenJoining);
+        match (&discovery, state.as_str()) {
+            (Discovery::Url { .. }, "existing") => return Err(ConfigError::DiscoveryWhenJoining),
+            (Discovery::Srv { .. }, "existing") => {
+                return Err(ConfigError::DiscoveryExisting("discovery-srv"))
+            }
+            (Discovery::V3(_), "existing") => {
+                return Err(ConfigError::DiscoveryExisting("discovery-endpoints"))
+            }
+            _ => {}
         }
         let heartbeat_ms: u64 = parse_num("heartbeat-interval", &get("heartbeat-interval"))?;
         let election_ms: u64 = parse_num("election-timeout", &get("election-timeout"))?;
@@ -691,7 +620,6 @@ impl Config {
                 &get("grpc-keepalive-timeout"),
             )?,
             socket_reuse_port: parse_bool("socket-reuse-port", &get("socket-reuse-port"))?,
-            socket_reuse_address: parse_bool("socket-reuse-address", &get("socket-reuse-address"))?,
             snapshot_catchup_entries: parse_num(
                 "experimental-snapshot-catchup-entries",
                 &get("experimental-snapshot-catchup-entries"),
@@ -948,8 +876,38 @@ mod tests {
             }
         );
         assert_eq!(
-            c("--discovery-srv example.com --initial-cluster-state existing").unwrap_err(),
+            c("--discovery http://r/t --initial-cluster-state existing").unwrap_err(),
             ConfigError::DiscoveryWhenJoining
+        );
+        assert_eq!(
+            c("--discovery-srv example.com --initial-cluster-state existing").unwrap_err(),
+            ConfigError::DiscoveryExisting("discovery-srv")
+        );
+        // Options that would configure nothing are refused.
+        assert_eq!(
+            c("--discovery-srv example.com --discovery-token t").unwrap_err(),
+            ConfigError::DiscoveryTokenMissing
+        );
+        assert_eq!(
+            c("--discovery-srv example.com --discovery-user u").unwrap_err(),
+            ConfigError::WithoutItsFlag("discovery-user", "discovery-endpoints")
+        );
+        assert_eq!(
+            c("--discovery-proxy p:1").unwrap_err(),
+            ConfigError::WithoutItsFlag("discovery-proxy", "discovery")
+        );
+        assert_eq!(
+            c("--discovery-srv-name c1").unwrap_err(),
+            ConfigError::WithoutItsFlag("discovery-srv-name", "discovery-srv")
+        );
+        assert!(matches!(
+            c("--discovery http://r/t --discovery-dial-timeout abc").unwrap_err(),
+            ConfigError::InvalidValue { .. }
+        ));
+        // The conflict is found before a missing token.
+        assert_eq!(
+            c("--initial-cluster a=http://h:1 --discovery-endpoints http://e:1").unwrap_err(),
+            ConfigError::ConflictBootstrapFlags
         );
         assert_eq!(
             c("--discovery-fallback proxy").unwrap_err().to_string(),

@@ -124,6 +124,8 @@ const REFUSED_KEYS: &[&str] = &["socket-options", "discovery-config"];
 /// Keys etcd applies only when not empty (an empty string keeps the
 /// default).
 const EMPTY_IS_DEFAULT: &[&str] = &[
+    "cors",
+    "host-whitelist",
     "listen-peer-urls",
     "listen-client-urls",
     "initial-advertise-peer-urls",

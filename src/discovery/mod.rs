@@ -61,6 +61,9 @@ pub struct Found {
     pub token: String,
     /// The TLS server name for https peers, instead of their hosts.
     pub peer_server_name: Option<String>,
+    /// This member's peer URLs as the cluster names them, when they are
+    /// not its advertised ones verbatim (DNS SRV matched them by address).
+    pub local_peer_urls: Option<Vec<String>>,
 }
 
 /// etcd's `URLsMap.String()` of this member alone: `name=url` pairs for

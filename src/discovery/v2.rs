@@ -136,6 +136,7 @@ pub async fn join(url: &str, proxy: Option<&str>, me: &Joiner) -> Result<Found, 
             initial_cluster,
             token: url.to_string(),
             peer_server_name: None,
+            local_peer_urls: None,
         }),
     }
 }
@@ -242,7 +243,8 @@ impl Registry {
             }
             Err(e) => return Err(e),
         };
-        let Ok(size) = size.parse::<usize>() else {
+        // A size of 0 would bootstrap an empty cluster (v3 refuses it too).
+        let Some(size) = size.parse::<usize>().ok().filter(|s| *s > 0) else {
             return Ok(Err(DiscoveryError::BadSizeKey));
         };
         let (list, index) = self.get("").await?;
@@ -329,8 +331,10 @@ impl Registry {
                         // etcd takes every event's node as a member.
                         nodes.push(n);
                     }
-                    // An empty answer: poll again.
-                    Ok((Response { node: None }, _)) => {}
+                    // An empty answer: poll again, after a breath.
+                    Ok((Response { node: None }, _)) => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     Err(Failure::Unavailable(e)) => {
                         failed = Some(e);
                         break;

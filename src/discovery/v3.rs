@@ -112,6 +112,10 @@ struct Registry {
     request_timeout: Duration,
     keys: Keys,
     backoff: Backoff,
+    options: V3Discovery,
+    dialer: Dialer,
+    /// The endpoint to try next when this one fails.
+    next: usize,
 }
 
 /// Joins the cluster registered under `d.token` in the registry at
@@ -134,20 +138,28 @@ pub async fn join(d: &V3Discovery, dialer: &Dialer, me: &Joiner) -> Result<Found
                 r.backoff
                     .wait("register member itself", e.message())
                     .await?;
+                r.reconnect().await?;
             }
         }
     }
     r.backoff.reset();
     tracing::info!("register member itself successfully");
-    let (mut members, size, rev) = r.check_cluster(&me_key).await?;
-    #[cfg(madsim)]
-    let size = if crate::planted::active(crate::planted::Bug::SkipSizeCheck) {
-        members.0.len()
-    } else {
-        size
-    };
-    while members.0.len() < size {
-        r.wait_peers(&mut members, size, rev).await;
+    let (mut members, mut size, mut rev) = r.check_cluster(&me_key).await?;
+    loop {
+        #[cfg(madsim)]
+        if crate::planted::active(crate::planted::Bug::SkipSizeCheck) {
+            size = members.0.len();
+        }
+        if members.0.len() >= size || r.wait_peers(&mut members, size, rev).await {
+            break;
+        }
+        // The watch ended (the registry failed, compacted past `rev`, or the
+        // token expired): read the registry again, from another endpoint.
+        r.backoff
+            .wait("waiting for other nodes", "the watch ended")
+            .await?;
+        r.reconnect().await?;
+        (members, size, rev) = r.check_cluster(&me_key).await?;
     }
     let initial_cluster = members
         .0
@@ -164,6 +176,7 @@ pub async fn join(d: &V3Discovery, dialer: &Dialer, me: &Joiner) -> Result<Found
         initial_cluster,
         token: d.token.clone(),
         peer_server_name: None,
+        local_peer_urls: None,
     })
 }
 
@@ -171,46 +184,30 @@ impl Registry {
     /// Dials the first endpoint that answers (within the dial timeout) and
     /// authenticates with `--discovery-user`/`--discovery-password`.
     async fn connect(d: &V3Discovery, dialer: &Dialer) -> Result<Registry, DiscoveryError> {
-        let mut backoff = Backoff::default();
-        loop {
-            let mut errors = Vec::new();
-            for endpoint in &d.endpoints {
-                let url = if endpoint.contains("://") {
-                    endpoint.clone()
-                } else if dialer.has_tls() {
-                    format!("https://{endpoint}")
-                } else {
-                    format!("http://{endpoint}")
-                };
-                let tune = |e: tonic::transport::Endpoint| {
-                    e.connect_timeout(d.dial_timeout)
-                        .http2_keep_alive_interval(d.keepalive_time)
-                        .keep_alive_timeout(d.keepalive_timeout)
-                };
-                match tokio::time::timeout(d.dial_timeout, dialer.channel_tuned(&url, tune)).await {
-                    Ok(Ok(channel)) => {
-                        let token = if d.user.is_empty() {
-                            None
-                        } else {
-                            Some(authenticate(channel.clone(), d).await?)
-                        };
-                        return Ok(Registry {
-                            kv: KvClient::new(channel.clone()),
-                            watch: WatchClient::new(channel),
-                            token,
-                            request_timeout: d.request_timeout,
-                            keys: Keys::new(&d.token),
-                            backoff: Backoff::default(),
-                        });
-                    }
-                    Ok(Err(e)) => {
-                        errors.push(format!("{url}: {}", crate::transport::error_chain(&e)))
-                    }
-                    Err(_) => errors.push(format!("{url}: dial timed out")),
-                }
-            }
-            backoff.wait("dial", &errors.join("; ")).await?;
-        }
+        let (channel, token, next) = dial(d, dialer, 0).await?;
+        Ok(Registry {
+            kv: KvClient::new(channel.clone()),
+            watch: WatchClient::new(channel),
+            token,
+            request_timeout: d.request_timeout,
+            keys: Keys::new(&d.token),
+            backoff: Backoff::default(),
+            options: d.clone(),
+            dialer: dialer.clone(),
+            next,
+        })
+    }
+
+    /// After a failure: the next endpoint that answers, authenticated
+    /// again (an expired token is one way to fail), as etcd's client fails
+    /// over.
+    async fn reconnect(&mut self) -> Result<(), DiscoveryError> {
+        let (channel, token, next) = dial(&self.options, &self.dialer, self.next).await?;
+        self.kv = KvClient::new(channel.clone());
+        self.watch = WatchClient::new(channel);
+        self.token = token;
+        self.next = next;
+        Ok(())
     }
 
     fn request<T>(&self, body: T) -> Request<T> {
@@ -269,6 +266,7 @@ impl Registry {
                     self.backoff
                         .wait("cluster status check", e.message())
                         .await?;
+                    self.reconnect().await?;
                 }
             }
         }
@@ -310,10 +308,10 @@ impl Registry {
         Ok(Ok((members, size, rev)))
     }
 
-    /// Watches the members prefix from `rev + 1` until `size` are known or
-    /// the watch ends (the caller watches again from the same revision;
-    /// members already known are skipped).
-    async fn wait_peers(&mut self, members: &mut Members, size: usize, rev: i64) {
+    /// Watches the members prefix from `rev + 1` until `size` are known
+    /// (true) or the watch ends (false: the caller reads the registry
+    /// again).
+    async fn wait_peers(&mut self, members: &mut Members, size: usize, rev: i64) -> bool {
         tracing::info!(
             cluster_size = size,
             found_peers = members.0.len(),
@@ -330,7 +328,7 @@ impl Registry {
             })),
         };
         if tx.send(create).await.is_err() {
-            return;
+            return false;
         }
         let mut req = Request::new(ReceiverStream::new(rx));
         if let Some(token) = &self.token {
@@ -342,9 +340,7 @@ impl Registry {
             Ok(s) => s.into_inner(),
             Err(e) => {
                 tracing::warn!(error = %e.message(), "watch on the discovery service failed");
-                // A registry that is down: wait as a retry would.
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return;
+                return false;
             }
         };
         loop {
@@ -357,7 +353,7 @@ impl Registry {
                         if members.0.len() >= size {
                             tracing::info!("found all needed peers from discovery service");
                             drop(tx);
-                            return;
+                            return true;
                         }
                     }
                     if resp.canceled {
@@ -372,7 +368,78 @@ impl Registry {
             }
         }
         drop(tx);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        false
+    }
+}
+
+/// Dials the endpoints from `start` on, round, until one answers (with
+/// etcd's back-off between rounds); authenticates if a user is given.
+/// Returns the channel, the token and the index of the endpoint after it.
+async fn dial(
+    d: &V3Discovery,
+    dialer: &Dialer,
+    start: usize,
+) -> Result<(Channel, Option<String>, usize), DiscoveryError> {
+    let mut backoff = Backoff::default();
+    let n = d.endpoints.len().max(1);
+    // etcd: zero means no timeout, no keep-alive.
+    let nonzero = |t: Duration| (!t.is_zero()).then_some(t);
+    loop {
+        let mut errors = Vec::new();
+        for k in 0..d.endpoints.len() {
+            let i = (start + k) % n;
+            let endpoint = &d.endpoints[i];
+            let url = if endpoint.contains("://") {
+                endpoint.clone()
+            } else if dialer.has_tls() {
+                format!("https://{endpoint}")
+            } else {
+                format!("http://{endpoint}")
+            };
+            if url.starts_with("https://") && !dialer.has_tls() {
+                return Err(DiscoveryError::Registry(format!(
+                    "{url}: an https endpoint needs TLS"
+                )));
+            }
+            let tune = |mut e: tonic::transport::Endpoint| {
+                if let Some(t) = nonzero(d.dial_timeout) {
+                    e = e.connect_timeout(t);
+                }
+                if let Some(t) = nonzero(d.keepalive_time) {
+                    e = e.http2_keep_alive_interval(t);
+                }
+                if let Some(t) = nonzero(d.keepalive_timeout) {
+                    e = e.keep_alive_timeout(t);
+                }
+                e
+            };
+            let connect = dialer.channel_tuned(&url, tune);
+            let connected = match nonzero(d.dial_timeout) {
+                Some(t) => match tokio::time::timeout(t, connect).await {
+                    Ok(r) => r.map_err(|e| crate::transport::error_chain(&e)),
+                    Err(_) => Err("dial timed out".to_string()),
+                },
+                None => connect.await.map_err(|e| crate::transport::error_chain(&e)),
+            };
+            match connected {
+                Ok(channel) => {
+                    let token = if d.user.is_empty() {
+                        None
+                    } else {
+                        match authenticate(channel.clone(), d).await {
+                            Ok(t) => Some(t),
+                            Err(e) => {
+                                errors.push(format!("{url}: {e}"));
+                                continue;
+                            }
+                        }
+                    };
+                    return Ok((channel, token, (i + 1) % n));
+                }
+                Err(e) => errors.push(format!("{url}: {e}")),
+            }
+        }
+        backoff.wait("dial", &errors.join("; ")).await?;
     }
 }
 

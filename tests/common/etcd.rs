@@ -13,15 +13,24 @@ use super::free_port;
 pub struct Etcd {
     child: Child,
     pub port: u16,
+    scheme: &'static str,
+    /// Extra etcdctl flags (e.g. `--cacert`).
+    pub ctl_args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     /// Starts etcd with `extra` flags and waits until it serves clients.
     pub fn start(extra: &[&str]) -> Etcd {
+        Etcd::start_with("http", extra)
+    }
+
+    /// [`Etcd::start`] with client URLs of `scheme` (https needs the
+    /// certificate flags in `extra`).
+    pub fn start_with(scheme: &'static str, extra: &[&str]) -> Etcd {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, peer) = (free_port(), free_port());
-        let client = format!("http://127.0.0.1:{port}");
+        let client = format!("{scheme}://127.0.0.1:{port}");
         let peer = format!("http://127.0.0.1:{peer}");
         let mut child = Command::new("etcd")
             .args(["--name", "registry", "--data-dir"])
@@ -53,12 +62,14 @@ impl Etcd {
         Etcd {
             child,
             port,
+            scheme,
+            ctl_args: Vec::new(),
             _dir: dir,
         }
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// An HTTP request to this etcd: (status code, body).
@@ -88,6 +99,7 @@ impl Etcd {
         let o = Command::new(super::etcdctl_path())
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.url()])
+            .args(&self.ctl_args)
             .args(args)
             .output()
             .expect("etcdctl");

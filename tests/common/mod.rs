@@ -474,3 +474,27 @@ impl Cluster {
 pub fn data_dir_exists(p: &Path) -> bool {
     p.join("concord.format").exists()
 }
+
+/// A CA (`ca.pem`) and `members` certificates it signed for 127.0.0.1
+/// (`mI.pem`, `mI.key`), server and client use, in `dir`.
+pub fn write_ca_signed_certs(dir: &std::path::Path, members: usize) {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "concord test CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write");
+    for i in 0..members {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &issuer).expect("sign");
+        std::fs::write(dir.join(format!("m{i}.pem")), cert.pem()).expect("write");
+        std::fs::write(dir.join(format!("m{i}.key")), key.serialize_pem()).expect("write");
+    }
+}
