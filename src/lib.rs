@@ -8,6 +8,8 @@ pub mod config;
 pub mod corrupt;
 pub mod discovery;
 pub mod fuzz;
+#[cfg(not(madsim))]
+pub mod http;
 pub mod lease;
 pub mod member;
 pub mod mvcc;

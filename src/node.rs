@@ -250,10 +250,38 @@ pub fn router(
     }
     #[cfg(madsim)]
     let _ = tls;
-    Ok(builder
+    let builder = builder
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
-        .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout))
+        .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout));
+    // One port for both, as etcd: gRPC and the HTTP/1.1 face.
+    #[cfg(not(madsim))]
+    {
+        let mut routes = tonic::service::Routes::builder();
+        routes
+            .add_service(limited!(KvServer::new(KvService::new(
+                m(),
+                cfg.max_txn_ops
+            ))))
+            .add_service(limited!(MaintenanceServer::new(MaintenanceService::new(
+                m()
+            ))))
+            .add_service(limited!(ClusterServer::new(ClusterService::new(m()))))
+            .add_service(limited!(LeaseServer::new(LeaseService::new(m()))))
+            .add_service(limited!(WatchServer::new(WatchService::new(m()))))
+            .add_service(limited!(LockServer::new(LockService::new(m()))))
+            .add_service(limited!(ElectionServer::new(ElectionService::new(m()))));
+        let both = routes
+            .routes()
+            .into_axum_router()
+            .merge(crate::http::routes(m()))
+            .fallback(crate::http::fallback);
+        Ok(builder
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(both)))
+    }
+    #[cfg(madsim)]
+    Ok(builder
         .add_service(limited!(KvServer::new(KvService::new(
             m(),
             cfg.max_txn_ops
