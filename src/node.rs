@@ -250,7 +250,9 @@ pub fn router(
     }
     #[cfg(madsim)]
     let _ = tls;
-    let builder = builder
+    // madsim's builder adds services through `&mut`.
+    #[allow(unused_mut)]
+    let mut builder = builder
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
         .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout));
