@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/v3electionpb/v3election.proto",
         "proto/concordpb/internal.proto",
         "proto/concordpb/peer.proto",
+        "proto/grpc/health/v1/health.proto",
     ];
     tonic_build::configure()
         .build_client(true)

@@ -12,6 +12,7 @@ pub mod fuzz;
 pub mod http;
 pub mod lease;
 pub mod member;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 #[cfg(madsim)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
+use crate::api::health::HealthService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
@@ -24,6 +25,7 @@ use crate::proto::etcdserverpb::lease_server::LeaseServer;
 use crate::proto::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::proto::etcdserverpb::watch_server::WatchServer;
 use crate::proto::etcdserverpb::{HashKvResponse, MemberListResponse};
+use crate::proto::grpc_health::health_server::HealthServer;
 use crate::proto::v3electionpb::election_server::ElectionServer;
 use crate::proto::v3lockpb::lock_server::LockServer;
 use crate::transport::{
@@ -272,12 +274,15 @@ pub fn router(
             .add_service(limited!(LeaseServer::new(LeaseService::new(m()))))
             .add_service(limited!(WatchServer::new(WatchService::new(m()))))
             .add_service(limited!(LockServer::new(LockService::new(m()))))
-            .add_service(limited!(ElectionServer::new(ElectionService::new(m()))));
+            .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
+            .add_service(HealthServer::new(HealthService));
+        crate::metrics::grpc::init(cfg.metrics_extensive);
         let both = routes
             .routes()
             .into_axum_router()
             .merge(crate::http::routes(m()))
-            .fallback(crate::http::fallback);
+            .fallback(crate::http::fallback)
+            .layer(axum::middleware::from_fn(crate::metrics::grpc::track));
         Ok(builder
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(both)))
@@ -295,7 +300,8 @@ pub fn router(
         .add_service(limited!(LeaseServer::new(LeaseService::new(m()))))
         .add_service(limited!(WatchServer::new(WatchService::new(m()))))
         .add_service(limited!(LockServer::new(LockService::new(m()))))
-        .add_service(limited!(ElectionServer::new(ElectionService::new(m())))))
+        .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
+        .add_service(HealthServer::new(HealthService)))
 }
 
 /// Connects a member to its peers: raft messages go out through a

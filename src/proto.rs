@@ -21,3 +21,6 @@ pub mod v3electionpb {
 pub mod concordpb {
     tonic::include_proto!("concordpb");
 }
+pub mod grpc_health {
+    tonic::include_proto!("grpc.health.v1");
+}

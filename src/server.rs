@@ -61,6 +61,9 @@ pub async fn run(
     for url in &cfg.listen_peer_urls {
         check_listen_scheme(url, !cfg.peer_tls.is_empty(), "peer ")?;
     }
+    for url in &cfg.listen_metrics_urls {
+        check_listen_scheme(url, !cfg.client_tls.is_empty(), "")?;
+    }
     if let crate::config::Discovery::V3(d) = &cfg.discovery {
         crate::tls::discovery_client_config(d)?;
     }
@@ -178,6 +181,28 @@ pub async fn run(
         } else {
             tracing::info!(address = %url.bind_addr(), "serving insecure client requests on {}, this is strongly discouraged!", url.bind_addr());
         }
+        servers.push(tokio::spawn(serve));
+    }
+
+    // --listen-metrics-urls: /metrics and the health endpoints (https ones
+    // with the client certificate, as etcd).
+    for url in &cfg.listen_metrics_urls {
+        let listener = bind(url, &cfg).await?;
+        let mut stop = stop_rx.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let (Some(identity), "https") = (&client_tls, url.scheme.as_str()) {
+            builder = builder
+                .tls_config(identity.server_config())
+                .map_err(|e| ServerError::Serve(format!("metrics TLS: {e}")))?;
+        }
+        let routes = crate::http::metrics_routes(handle.clone()).fallback(crate::http::fallback);
+        let serve = builder
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(routes))
+            .serve_with_incoming_shutdown(nodelay(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+        tracing::info!(address = %url.bind_addr(), "serving metrics on {}", url.text);
         servers.push(tokio::spawn(serve));
     }
 

@@ -1,6 +1,7 @@
 //! The HTTP/1.1 face of a member, driven by the real curl on the client
 //! URL that also serves gRPC: `/version`, `/health` (and its no-leader
-//! answer), etcd's 405 and 404.
+//! answer), `/livez` and `/readyz`, etcd's 405 and 404; and the gRPC
+//! health service.
 
 mod common;
 
@@ -75,4 +76,111 @@ fn health_is_false_without_a_leader() {
         body,
         "{\"health\":\"false\",\"reason\":\"RAFT NO LEADER\"}\n"
     );
+    // etcd 3.5: a serializable check skips the leader and reads locally.
+    let (status, body) = curl(&[&format!("{url}?serializable=true")]);
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"health":"true","reason":""}"#)
+    );
+    // /livez reads locally: alive. /readyz needs a linearizable read: not
+    // ready, and says which check failed (every check's line, a blank
+    // line at the end, as Go's http.Error writes it).
+    let base = c.members[0].url();
+    assert_eq!(curl(&[&format!("{base}/livez")]), (200, "ok\n".into()));
+    let (status, body) = curl(&[&format!("{base}/readyz")]);
+    assert_eq!(status, 503, "{body}");
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(
+        lines[..2],
+        ["[+]data_corruption ok", "[+]serializable_read ok"]
+    );
+    assert!(
+        lines[2].starts_with("[-]linearizable_read failed: "),
+        "{body}"
+    );
+    assert!(body.ends_with("\n\n"), "{body:?}");
+    let (status, _) = curl(&[&format!("{base}/readyz?exclude=linearizable_read")]);
+    assert_eq!(status, 200);
+    let (status, _) = curl(&[&format!("{base}/readyz/linearizable_read")]);
+    assert_eq!(status, 503);
+}
+
+#[test]
+fn livez_and_readyz_answer_as_etcd_3_5() {
+    let s = Server::start(&[]);
+    let u = |path: &str| format!("{}{path}", s.url());
+    assert_eq!(curl(&[&u("/livez")]), (200, "ok\n".into()));
+    assert_eq!(curl(&[&u("/readyz")]), (200, "ok\n".into()));
+    // verbose: one line per check, whatever its value.
+    assert_eq!(
+        curl(&[&u("/readyz?verbose=false")]),
+        (
+            200,
+            "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n".into()
+        )
+    );
+    assert_eq!(
+        curl(&[&u("/livez?verbose")]),
+        (200, "[+]serializable_read ok\nok\n".into())
+    );
+    // exclude leaves a check out; an unknown name is only logged.
+    assert_eq!(
+        curl(&[&u(
+            "/readyz?verbose&exclude=linearizable_read&exclude=no_such_check"
+        )]),
+        (
+            200,
+            "[+]data_corruption ok\n[+]serializable_read ok\nok\n".into()
+        )
+    );
+    // One check by its path; unknown checks and a trailing slash are 404.
+    assert_eq!(
+        curl(&[&u("/readyz/linearizable_read")]),
+        (200, "ok\n".into())
+    );
+    assert_eq!(
+        curl(&[&u("/livez/serializable_read")]),
+        (200, "ok\n".into())
+    );
+    assert_eq!(curl(&[&u("/readyz/non_exist")]).0, 404);
+    assert_eq!(curl(&[&u("/livez/linearizable_read")]).0, 404);
+    assert_eq!(curl(&[&u("/livez/")]).0, 404);
+    // GET only.
+    assert_eq!(
+        curl(&["-X", "POST", &u("/readyz")]),
+        (405, "Method Not Allowed\n".into())
+    );
+}
+
+#[tokio::test]
+async fn the_grpc_health_service_answers_as_etcd_registers_it() {
+    use concord::proto::grpc_health::health_check_response::ServingStatus;
+    use concord::proto::grpc_health::health_client::HealthClient;
+    use concord::proto::grpc_health::HealthCheckRequest;
+    let s = Server::start(&[]);
+    let mut client = HealthClient::connect(s.url()).await.expect("connect");
+    let whole = client
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("check")
+        .into_inner();
+    assert_eq!(whole.status, ServingStatus::Serving as i32);
+    let unknown = client
+        .check(HealthCheckRequest {
+            service: "etcdserverpb.KV".into(),
+        })
+        .await
+        .expect_err("only the server as a whole is registered");
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    let mut watch = client
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("stream").expect("a status");
+    assert_eq!(first.status, ServingStatus::Serving as i32);
 }

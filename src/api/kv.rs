@@ -49,6 +49,7 @@ impl Kv for KvService {
             self.member.read_index().await?;
         }
         let (res, rev) = self.member.store().range(&r)?;
+        crate::metrics::METRICS.range_total.inc();
         Ok(Response::new(RangeResponse {
             header: header_at(&self.member, rev),
             kvs: res.kvs,
@@ -92,6 +93,7 @@ impl Kv for KvService {
                 self.member.read_index().await?;
             }
             let mut resp = self.member.store().read_txn(&r)?;
+            crate::metrics::METRICS.txn_total.inc();
             fill_header(&self.member, &mut resp.header);
             return Ok(Response::new(resp));
         }

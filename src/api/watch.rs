@@ -156,6 +156,9 @@ fn respond(member: &Handle, item: Outgoing) -> Vec<WatchResponse> {
             if prev_kv {
                 fill_prev_kv(member, &mut events);
             }
+            crate::metrics::METRICS
+                .events_total
+                .inc_by(events.len() as u64);
             let limit = super::max_recv_bytes(member.config().max_request_bytes);
             let resp = WatchResponse {
                 events,

@@ -255,14 +255,8 @@ pub(crate) const FLAGS: &[Flag] = &[
         Other,
         Ignored("Go's pprof profiling endpoints; concord serves none (profile it with perf)"),
     ),
-    f(
-        "metrics",
-        Text,
-        "basic",
-        Other,
-        Ignored("how detailed /metrics is; monitoring only"),
-    ),
-    f("listen-metrics-urls", Text, "", Other, Only(&[""])),
+    f("metrics", Text, "basic", Other, Implemented),
+    f("listen-metrics-urls", Text, "", Other, Implemented),
     // Logging.
     f(
         "logger",

@@ -207,6 +207,11 @@ pub struct Config {
     /// is not answered in time.
     pub grpc_keepalive_interval: std::time::Duration,
     pub grpc_keepalive_timeout: std::time::Duration,
+    /// `--listen-metrics-urls`: extra listeners for `/metrics` and the
+    /// health endpoints.
+    pub listen_metrics_urls: Vec<Url>,
+    /// `--metrics extensive` (else `basic`): also gRPC handling times.
+    pub metrics_extensive: bool,
     /// `--socket-reuse-port` on every listener (SO_REUSEADDR is always
     /// set, as Go sets it).
     pub socket_reuse_port: bool,
@@ -620,6 +625,18 @@ impl Config {
                 &get("grpc-keepalive-timeout"),
             )?,
             socket_reuse_port: parse_bool("socket-reuse-port", &get("socket-reuse-port"))?,
+            listen_metrics_urls: parse_urls("listen-metrics-urls", &get("listen-metrics-urls"))?,
+            metrics_extensive: match get("metrics").as_str() {
+                "basic" => false,
+                "extensive" => true,
+                other => {
+                    return Err(ConfigError::InvalidValue {
+                        flag: "metrics".into(),
+                        value: other.to_string(),
+                        why: "must be basic or extensive".into(),
+                    })
+                }
+            },
             snapshot_catchup_entries: parse_num(
                 "experimental-snapshot-catchup-entries",
                 &get("experimental-snapshot-catchup-entries"),
@@ -800,10 +817,6 @@ mod tests {
             ("--wal-dir /wal", "--wal-dir"),
             ("--unsafe-no-fsync", "--unsafe-no-fsync"),
             ("--peer-cert-allowed-cn etcd", "--peer-cert-allowed-cn"),
-            (
-                "--listen-metrics-urls http://localhost:2381",
-                "--listen-metrics-urls",
-            ),
         ] {
             let err = e(given);
             assert!(

@@ -3,24 +3,60 @@
 //! everything else here), as etcd serves it: `/version` and `/health`
 //! (`probes`). Not under madsim (madsim's tonic serves gRPC only).
 
+mod metrics;
 mod probes;
 
+use axum::extract::{Path, RawQuery, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 
 use crate::member::Handle;
 
-/// The HTTP routes of a member.
+/// The HTTP routes of a member's client URLs.
 pub fn routes(member: Handle) -> axum::Router {
     axum::Router::new()
         .route("/version", any(probes::version))
+        .merge(metrics_routes(member))
+}
+
+/// The routes of a `--listen-metrics-urls` listener, also on the client
+/// URLs: `/metrics` and the health probes, as etcd serves them there.
+pub fn metrics_routes(member: Handle) -> axum::Router {
+    axum::Router::new()
         .route("/health", any(probes::health))
+        .route("/livez", any(livez))
+        .route("/readyz", any(readyz))
+        .route("/livez/{check}", any(livez_one))
+        .route("/readyz/{check}", any(readyz_one))
+        .route("/metrics", any(metrics::metrics))
         .with_state(member)
+}
+
+async fn livez(method: Method, State(m): State<Handle>, RawQuery(q): RawQuery) -> Response {
+    probes::probe(method, true, &m, q.as_deref()).await
+}
+
+async fn readyz(method: Method, State(m): State<Handle>, RawQuery(q): RawQuery) -> Response {
+    probes::probe(method, false, &m, q.as_deref()).await
+}
+
+async fn livez_one(method: Method, State(m): State<Handle>, Path(c): Path<String>) -> Response {
+    probes::probe_one(method, true, &m, &c).await
+}
+
+async fn readyz_one(method: Method, State(m): State<Handle>, Path(c): Path<String>) -> Response {
+    probes::probe_one(method, false, &m, &c).await
+}
+
+/// Go's ServeMux answer to an unknown path.
+pub(crate) fn not_found() -> Response {
+    (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
 }
 
 /// Anything else: gRPC's "unimplemented" for gRPC requests, etcd's 404 for
 /// the others.
 pub async fn fallback(request: axum::extract::Request) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let grpc = request
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -29,5 +65,5 @@ pub async fn fallback(request: axum::extract::Request) -> axum::response::Respon
     if grpc {
         return tonic::Status::unimplemented("").into_http();
     }
-    (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()
+    not_found()
 }

@@ -13,6 +13,7 @@ use prost::Message;
 
 use super::{Member, MemberError, META_APPLIED_INDEX};
 use crate::lease::LeaseError;
+use crate::metrics::METRICS;
 use crate::mvcc::{MvccError, Writer};
 use crate::proto::concordpb::{internal_request::Request, InternalRequest};
 use crate::proto::etcdserverpb::{
@@ -61,6 +62,12 @@ fn client_error(e: MvccError) -> Result<Outcome, MemberError> {
 }
 
 fn apply_kv(w: &mut Writer<'_>, req: &Request) -> Result<Outcome, MemberError> {
+    match req {
+        Request::Put(_) => METRICS.put_total.inc(),
+        Request::DeleteRange(_) => METRICS.delete_total.inc(),
+        Request::Txn(_) => METRICS.txn_total.inc(),
+        _ => {}
+    }
     let r = match req {
         Request::Put(p) => w.put(p).map(Applied::Put),
         Request::DeleteRange(d) => w.delete_range(d).map(Applied::DeleteRange),
@@ -204,7 +211,7 @@ impl Member {
             last.to_be_bytes().to_vec(),
         );
         self.truncate_log(w.batch_mut(), last);
-        let committed = w.commit()?;
+        let committed = crate::metrics::time(&METRICS.backend_commit, || w.commit())?;
         self.shared.applied.store(last, Ordering::Release);
         {
             let mut lessor = self.shared.lessor();
@@ -241,6 +248,8 @@ impl Member {
                 let mut lessor = self.shared.lessor();
                 let r = lessor.grant(g.id, g.ttl, now, w.batch_mut());
                 Ok(r.map(|()| {
+                    METRICS.lease_granted.inc();
+                    METRICS.lease_ttl.observe(g.ttl as f64);
                     Applied::LeaseGrant(LeaseGrantResponse {
                         header: header(w.revision()),
                         id: g.id,
@@ -281,6 +290,7 @@ impl Member {
                     .map_err(|e| {
                         MemberError::Storage(StorageError::Engine(format!("revoke: {e}")))
                     })?;
+                METRICS.lease_revoked.inc();
                 Ok(Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
                     header: header(w.revision()),
                 })))

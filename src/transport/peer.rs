@@ -240,6 +240,9 @@ async fn forward(
     let mut last_sent = tokio::time::Instant::now();
     // Created once, not per message: a select re-creating them registers
     // two watch waiters and a timer for every message it forwards.
+    let sent_bytes = crate::metrics::METRICS
+        .peer_sent_bytes
+        .with_label_values(&[&format!("{:x}", ctx.id)]);
     let PeerCtx { stop, urls, .. } = ctx;
     let stop = stopped(stop);
     let urls = urls.changed();
@@ -258,6 +261,7 @@ async fn forward(
             result = &mut call => return call_end(result),
             permit = tx.reserve(), if pending.is_some() => match (permit, pending.take()) {
                 (Ok(permit), Some(m)) => {
+                    sent_bytes.inc_by(prost::Message::encoded_len(&m) as u64);
                     permit.send(m);
                     last_sent = tokio::time::Instant::now();
                 }

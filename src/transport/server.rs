@@ -191,10 +191,14 @@ impl Peer for PeerService {
         self.check_not_removed(sender)?;
         let peer = format!("{sender:x}");
         tracing::debug!(%peer, "peer stream opened");
+        let received_bytes = crate::metrics::METRICS
+            .peer_received_bytes
+            .with_label_values(&[&peer]);
         let mut stream = request.into_inner();
         let closed = self.inbound.closed();
         tokio::pin!(closed);
         while let Some(wire) = next(&mut stream, closed.as_mut()).await? {
+            received_bytes.inc_by(prost::Message::encoded_len(&wire) as u64);
             // A member removed while its stream was open learns it here.
             self.check_not_removed(sender)?;
             if peer::is_keepalive(&wire) {

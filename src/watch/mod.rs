@@ -244,6 +244,11 @@ impl WatchHub {
         self.lock().watchers.len()
     }
 
+    /// Watch streams open.
+    pub fn stream_count(&self) -> usize {
+        self.lock().streams.len()
+    }
+
     /// Opens a stream; its watchers' output goes to `sink`.
     pub fn open_stream(&self, sink: Sink) -> u64 {
         let mut g = self.lock();
