@@ -280,7 +280,7 @@ pub fn router(
         let both = routes
             .routes()
             .into_axum_router()
-            .merge(crate::http::routes(m()))
+            .merge(crate::http::routes(m(), cfg))
             .fallback(crate::http::fallback)
             .layer(axum::middleware::from_fn(crate::metrics::grpc::track));
         Ok(builder

@@ -8,7 +8,6 @@ use super::error::{
     LEARNER_NOT_READY, MEMBER_BAD_URLS, MEMBER_EXIST, MEMBER_NOT_FOUND, MEMBER_NOT_LEARNER,
     PEER_URL_EXIST, TOO_MANY_LEARNERS,
 };
-use super::header_at;
 use crate::member::{Applied, Handle};
 use crate::proto::concordpb::internal_request::Request as Internal;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
@@ -31,8 +30,14 @@ impl ClusterService {
         Self { member }
     }
 
+    /// etcd's cluster server header: IDs and the raft term, no revision.
     fn header(&self) -> Option<crate::proto::etcdserverpb::ResponseHeader> {
-        header_at(&self.member, self.member.store().current_revision())
+        Some(crate::proto::etcdserverpb::ResponseHeader {
+            cluster_id: self.member.cluster_id(),
+            member_id: self.member.member_id(),
+            raft_term: self.member.progress().term,
+            revision: 0,
+        })
     }
 
     /// Sends a promote to the leader (etcd forwards it over its peer API;

@@ -25,6 +25,36 @@ impl LeaseService {
     pub fn new(member: Handle) -> Self {
         Self { member }
     }
+
+    /// Keep-alives over any stream of requests (gRPC's, or the JSON
+    /// gateway's): one response per request, ending with the requests.
+    pub fn keep_alive<S>(&self, inbound: S) -> KeepAliveStream
+    where
+        S: Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + 'static,
+    {
+        let member = self.member.clone();
+        let out = inbound.then(move |req| {
+            let member = member.clone();
+            async move {
+                let req = req?;
+                // Unknown or expired: TTL 0, and the stream goes on (etcd).
+                let ttl = match member.lease_renew(req.id) {
+                    Ok(ttl) => ttl,
+                    // Only the leader renews: a follower forwards.
+                    Err(crate::lease::LeaseError::NotPrimary) => {
+                        forward_keep_alive(&member, req.id).await?
+                    }
+                    Err(_) => 0,
+                };
+                Ok(LeaseKeepAliveResponse {
+                    header: header_at(&member, 0),
+                    id: req.id,
+                    ttl,
+                })
+            }
+        });
+        Box::pin(out)
+    }
 }
 
 /// A keep-alive sent on to the leader; returns the TTL it answered.
@@ -46,7 +76,8 @@ fn unexpected(what: &str, got: &Applied) -> Status {
     Status::internal(format!("etcdserver: unexpected apply result for {what}"))
 }
 
-type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+pub type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Lease for LeaseService {
@@ -94,28 +125,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let member = self.member.clone();
-        let out = request.into_inner().then(move |req| {
-            let member = member.clone();
-            async move {
-                let req = req?;
-                // Unknown or expired: TTL 0, and the stream goes on (etcd).
-                let ttl = match member.lease_renew(req.id) {
-                    Ok(ttl) => ttl,
-                    // Only the leader renews: a follower forwards.
-                    Err(crate::lease::LeaseError::NotPrimary) => {
-                        forward_keep_alive(&member, req.id).await?
-                    }
-                    Err(_) => 0,
-                };
-                Ok(LeaseKeepAliveResponse {
-                    header: header_at(&member, 0),
-                    id: req.id,
-                    ttl,
-                })
-            }
-        });
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(self.keep_alive(request.into_inner())))
     }
 
     async fn lease_time_to_live(

@@ -30,19 +30,13 @@ impl WatchService {
     pub fn new(member: Handle) -> Self {
         Self { member }
     }
-}
 
-type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = ResponseStream;
-
-    async fn watch(
-        &self,
-        request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let inbound = request.into_inner();
+    /// One watch stream over any stream of requests (gRPC's, or the JSON
+    /// gateway's): the responses, until the client goes.
+    pub fn open<S>(&self, inbound: S) -> ResponseStream
+    where
+        S: Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
+    {
         let hub = self.member.watch_hub().clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_RESPONSES_MAX);
         let stream = hub.open_stream(tx.clone());
@@ -59,14 +53,28 @@ impl Watch for WatchService {
                 ))
             })
             .flatten();
-        Ok(Response::new(Box::pin(out)))
+        Box::pin(out)
+    }
+}
+
+pub type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Ok(Response::new(self.open(request.into_inner())))
     }
 }
 
 /// The receive side: runs until the client closes its side (the watchers
 /// stay, as in etcd) or the stream breaks.
 async fn receive(
-    mut inbound: Streaming<WatchRequest>,
+    mut inbound: impl Stream<Item = Result<WatchRequest, Status>> + Unpin,
     hub: Arc<WatchHub>,
     stream: u64,
     tx: mpsc::Sender<Outgoing>,

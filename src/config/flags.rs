@@ -143,7 +143,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     f("grpc-keepalive-min-time", Text, "5s", Security, Refused),
     f("grpc-keepalive-interval", Text, "2h0m0s", Other, Implemented),
     f("grpc-keepalive-timeout", Text, "20s", Other, Implemented),
-    f("enable-grpc-gateway", Bool, "true", Other, Only(&["false"])),
+    f("enable-grpc-gateway", Bool, "true", Other, Implemented),
     f("socket-reuse-port", Bool, "false", Other, Implemented),
     f(
         "socket-reuse-address",

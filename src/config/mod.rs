@@ -210,6 +210,8 @@ pub struct Config {
     /// `--listen-metrics-urls`: extra listeners for `/metrics` and the
     /// health endpoints.
     pub listen_metrics_urls: Vec<Url>,
+    /// `--enable-grpc-gateway`: the JSON API under `/v3/`.
+    pub enable_grpc_gateway: bool,
     /// `--metrics extensive` (else `basic`): also gRPC handling times.
     pub metrics_extensive: bool,
     /// `--socket-reuse-port` on every listener (SO_REUSEADDR is always
@@ -625,6 +627,7 @@ impl Config {
                 &get("grpc-keepalive-timeout"),
             )?,
             socket_reuse_port: parse_bool("socket-reuse-port", &get("socket-reuse-port"))?,
+            enable_grpc_gateway: parse_bool("enable-grpc-gateway", &get("enable-grpc-gateway"))?,
             listen_metrics_urls: parse_urls("listen-metrics-urls", &get("listen-metrics-urls"))?,
             metrics_extensive: match get("metrics").as_str() {
                 "basic" => false,

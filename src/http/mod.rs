@@ -3,6 +3,7 @@
 //! everything else here), as etcd serves it: `/version` and `/health`
 //! (`probes`). Not under madsim (madsim's tonic serves gRPC only).
 
+mod gateway;
 mod metrics;
 mod probes;
 
@@ -13,11 +14,17 @@ use axum::routing::any;
 
 use crate::member::Handle;
 
-/// The HTTP routes of a member's client URLs.
-pub fn routes(member: Handle) -> axum::Router {
-    axum::Router::new()
+/// The HTTP routes of a member's client URLs: the probes, `/metrics`, and
+/// (`--enable-grpc-gateway`) the JSON gateway.
+pub fn routes(member: Handle, cfg: &crate::config::Config) -> axum::Router {
+    let r = axum::Router::new()
         .route("/version", any(probes::version))
-        .merge(metrics_routes(member))
+        .merge(metrics_routes(member.clone()));
+    if cfg.enable_grpc_gateway {
+        r.merge(gateway::routes(member, cfg.max_txn_ops))
+    } else {
+        r
+    }
 }
 
 /// The routes of a `--listen-metrics-urls` listener, also on the client
