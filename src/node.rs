@@ -215,20 +215,10 @@ pub async fn fetch_existing(cfg: &Config, dialer: &Dialer) -> Result<Membership,
     Err(ClusterError::NoReachablePeer(errors.join("; ")).into())
 }
 
-/// A client listener's TLS configuration.
-#[cfg(not(madsim))]
-pub type ServerTls = tonic::transport::ServerTlsConfig;
-/// Simulated members serve plain http (madsim's tonic has no TLS).
-#[cfg(madsim)]
-pub type ServerTls = std::convert::Infallible;
-
-/// The gRPC router with every implemented etcd service, serving TLS with
-/// `tls` (an https client URL).
-pub fn router(
-    member: &Handle,
-    cfg: &Config,
-    tls: Option<ServerTls>,
-) -> Result<tonic::transport::server::Router, tonic::transport::Error> {
+/// The client router: every implemented etcd service over gRPC and, next
+/// to it on the same port, the HTTP/1.1 face. TLS, when the URL is https,
+/// is the listener's (`server`).
+pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router {
     let recv = max_recv_bytes(cfg.max_request_bytes);
     // etcd's limits on every service: requests up to max-request-bytes +
     // 512 KiB, responses unbounded.
@@ -244,17 +234,9 @@ pub fn router(
     let keepalive = (!cfg.grpc_keepalive_interval.is_zero()
         && !cfg.grpc_keepalive_timeout.is_zero())
     .then_some((cfg.grpc_keepalive_interval, cfg.grpc_keepalive_timeout));
-    #[allow(unused_mut)]
-    let mut builder = tonic::transport::Server::builder();
-    #[cfg(not(madsim))]
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
-    }
-    #[cfg(madsim)]
-    let _ = tls;
     // madsim's builder adds services through `&mut`.
     #[allow(unused_mut)]
-    let mut builder = builder
+    let mut builder = tonic::transport::Server::builder()
         .max_concurrent_streams(Some(cfg.max_concurrent_streams))
         .http2_keepalive_interval(keepalive.map(|(interval, _)| interval))
         .http2_keepalive_timeout(keepalive.map(|(_, timeout)| timeout));
@@ -283,12 +265,12 @@ pub fn router(
             .merge(crate::http::routes(m(), cfg))
             .fallback(crate::http::fallback)
             .layer(axum::middleware::from_fn(crate::metrics::grpc::track));
-        Ok(builder
+        builder
             .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(both)))
+            .add_routes(tonic::service::Routes::from(both))
     }
     #[cfg(madsim)]
-    Ok(builder
+    builder
         .add_service(limited!(KvServer::new(KvService::new(
             m(),
             cfg.max_txn_ops
@@ -301,7 +283,7 @@ pub fn router(
         .add_service(limited!(WatchServer::new(WatchService::new(m()))))
         .add_service(limited!(LockServer::new(LockService::new(m()))))
         .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
-        .add_service(HealthServer::new(HealthService)))
+        .add_service(HealthServer::new(HealthService))
 }
 
 /// Connects a member to its peers: raft messages go out through a

@@ -164,46 +164,28 @@ pub async fn run(
         listeners.push((url.clone(), bind(url, &cfg).await?));
     }
     for (url, listener) in listeners {
-        let incoming = nodelay(listener);
-        let mut stop = stop_rx.clone();
-        let tls = match (&client_tls, url.scheme.as_str()) {
-            (Some(identity), "https") => Some(identity.server_config()),
-            _ => None,
-        };
+        let tls = listener_tls(&client_tls, &url)?;
         let secure = tls.is_some();
-        let serve = node::router(&handle, &cfg, tls)
-            .map_err(|e| ServerError::Serve(format!("client TLS: {e}")))?
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+        let router = node::router(&handle, &cfg);
+        servers.push(serve(router, listener, tls, stop_rx.clone()));
         if secure {
             tracing::info!(address = %url.bind_addr(), "serving client requests on {}", url.bind_addr());
         } else {
             tracing::info!(address = %url.bind_addr(), "serving insecure client requests on {}, this is strongly discouraged!", url.bind_addr());
         }
-        servers.push(tokio::spawn(serve));
     }
 
     // --listen-metrics-urls: /metrics and the health endpoints (https ones
     // with the client certificate, as etcd).
     for url in &cfg.listen_metrics_urls {
         let listener = bind(url, &cfg).await?;
-        let mut stop = stop_rx.clone();
-        let mut builder = tonic::transport::Server::builder();
-        if let (Some(identity), "https") = (&client_tls, url.scheme.as_str()) {
-            builder = builder
-                .tls_config(identity.server_config())
-                .map_err(|e| ServerError::Serve(format!("metrics TLS: {e}")))?;
-        }
+        let tls = listener_tls(&client_tls, url)?;
         let routes = crate::http::metrics_routes(handle.clone()).fallback(crate::http::fallback);
-        let serve = builder
+        let router = tonic::transport::Server::builder()
             .accept_http1(true)
-            .add_routes(tonic::service::Routes::from(routes))
-            .serve_with_incoming_shutdown(nodelay(listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+            .add_routes(tonic::service::Routes::from(routes));
+        servers.push(serve(router, listener, tls, stop_rx.clone()));
         tracing::info!(address = %url.bind_addr(), "serving metrics on {}", url.text);
-        servers.push(tokio::spawn(serve));
     }
 
     // etcd's readiness lines come once this member's attributes are
@@ -263,6 +245,38 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The rustls configuration of an https client or metrics URL (none for
+/// http).
+fn listener_tls(
+    identity: &Option<TlsIdentity>,
+    url: &crate::config::Url,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    match (identity, url.scheme.as_str()) {
+        (Some(identity), "https") => Ok(Some(identity.rustls_server_config()?)),
+        _ => Ok(None),
+    }
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`: HTTP/1.1 and h2
+/// both) until `stop` turns true.
+fn serve(
+    router: tonic::transport::server::Router,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<Result<(), tonic::transport::Error>> {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    match tls {
+        Some(config) => tokio::spawn(
+            router
+                .serve_with_incoming_shutdown(crate::tls::tls_incoming(listener, config), stopped),
+        ),
+        None => tokio::spawn(router.serve_with_incoming_shutdown(nodelay(listener), stopped)),
+    }
 }
 
 /// The accepted connections of `listener`, with Nagle off.

@@ -4,7 +4,9 @@
 //! (`--peer-auto-tls` / `--auto-tls`, kept in `<data-dir>/fixtures/peer`
 //! or `fixtures/client` as etcd does).
 //!
-//! The server side is tonic's (`ServerTlsConfig`). The client side is our
+//! The server side is tonic's (`ServerTlsConfig`) for peers, and our own
+//! rustls acceptor (`tls_incoming`) for client and metrics listeners, which
+//! offer HTTP/1.1 as well as h2 in ALPN. The client side is our
 //! own rustls configuration, because etcd's clients of a self-signed peer
 //! skip certificate verification (Go's `InsecureSkipVerify`), which tonic's
 //! client TLS cannot express; a trusted CA, when given, is always verified.
@@ -158,6 +160,39 @@ impl TlsIdentity {
         c
     }
 
+    /// The server side as a rustls configuration, for listeners that
+    /// serve HTTP/1.1 next to gRPC (tonic's own TLS offers only h2 in
+    /// ALPN, so a client that offers only http/1.1 would fail the
+    /// handshake): both protocols in ALPN; client certificates required
+    /// and verified against the trusted CA with client-cert-auth.
+    pub fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let provider = Arc::new(ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?;
+        let builder = match (self.client_cert_auth, &self.trusted_ca_pem) {
+            (true, Some(ca)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in parse_certs(ca, Path::new("trusted CA"))? {
+                    roots.add(cert)?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| TlsError::Invalid(format!("client certificate verifier: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(
+            self.certs(Path::new("certificate"))?,
+            self.key(Path::new("key"))?,
+        )?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
     /// The client side: verifies servers against the trusted CA (or, for a
     /// self-signed identity without one, checks only the handshake
     /// signatures, as etcd does), and presents this identity.
@@ -191,6 +226,50 @@ impl TlsIdentity {
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
+}
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The TLS connections of `listener` (Nagle off), each handshake in its
+/// own task so that a slow or silent client delays no one else; failed
+/// handshakes are logged and dropped.
+pub fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+) -> tokio_stream::wrappers::ReceiverStream<
+    Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accepting a client connection failed");
+                        continue;
+                    }
+                },
+                () = tx.closed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "rejected connection: TLS handshake failed");
+                    }
+                    Err(_) => tracing::info!(%peer, "rejected connection: TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// The v3 discovery registry client's TLS, as etcd's clientv3 builds it:

@@ -184,3 +184,87 @@ async fn the_grpc_health_service_answers_as_etcd_registers_it() {
     let first = watch.message().await.expect("stream").expect("a status");
     assert_eq!(first.status, ServingStatus::Serving as i32);
 }
+
+/// `curl -s` over TLS with `args`: (HTTP version, status, body), or `None`
+/// when no response came (a refused handshake).
+fn curl_tls(args: &[&str]) -> Option<(String, u16, String)> {
+    let o = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl");
+    if !o.status.success() {
+        return None;
+    }
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, last) = out.rsplit_once('\n')?;
+    let (version, status) = last.split_once(' ')?;
+    Some((version.to_string(), status.parse().ok()?, body.to_string()))
+}
+
+#[test]
+fn http_1_1_and_h2_share_an_https_port_with_client_certificates() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    common::write_ca_signed_certs(certs.path(), 2);
+    let path = |f: &str| certs.path().join(f).display().to_string();
+    let metrics_port = common::free_port();
+    let metrics_url = format!("https://127.0.0.1:{metrics_port}");
+    let mut s = Server::prepare(&[
+        "--cert-file",
+        &path("m0.pem"),
+        "--key-file",
+        &path("m0.key"),
+        "--trusted-ca-file",
+        &path("ca.pem"),
+        "--client-cert-auth",
+        "--listen-metrics-urls",
+        &metrics_url,
+    ]);
+    s.client_scheme = "https";
+    s.ctl_args = ["--cacert", "ca.pem", "--cert", "m1.pem", "--key", "m1.key"]
+        .iter()
+        .map(|f| {
+            if f.starts_with("--") {
+                f.to_string()
+            } else {
+                path(f)
+            }
+        })
+        .collect();
+    s.spawn();
+    // gRPC over the acceptor, with the client's certificate.
+    s.ctl_ok(&["put", "k", "v"]);
+    let (ca, cert, key) = (path("ca.pem"), path("m1.pem"), path("m1.key"));
+    let with_cert = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let get = |url: String| {
+            let mut args: Vec<&str> = with_cert.to_vec();
+            args.extend([flag, &url]);
+            curl_tls(&args).unwrap_or_else(|| panic!("no answer to {flag} {url}"))
+        };
+        let (v, status, body) = get(format!("{}/version", s.url()));
+        assert_eq!((v.as_str(), status), (version, 200), "{body}");
+        let (v, status, body) = get(format!("{metrics_url}/metrics"));
+        assert_eq!((v.as_str(), status), (version, 200));
+        assert!(body.contains("etcd_server_has_leader 1"));
+        // The gateway over TLS.
+        let mut args: Vec<&str> = with_cert.to_vec();
+        let url = format!("{}/v3/kv/range", s.url());
+        args.extend([flag, &url, "-d", r#"{"key":"aw=="}"#]);
+        let (v, status, body) = curl_tls(&args).expect("an answer");
+        assert_eq!((v.as_str(), status), (version, 200));
+        assert!(body.contains(r#""value":"dg==""#), "{body}");
+        // Without a client certificate: refused in the handshake, as
+        // etcd with --client-cert-auth.
+        let url = format!("{}/version", s.url());
+        assert_eq!(curl_tls(&["--cacert", &ca, flag, &url]), None);
+        let url = format!("{metrics_url}/metrics");
+        assert_eq!(curl_tls(&["--cacert", &ca, flag, &url]), None);
+    }
+}

@@ -163,11 +163,7 @@ pub async fn run_member_reporting(
             .add_service(peer_server)
             .serve(any(PEER_PORT)),
     );
-    tokio::spawn(
-        node::router(&handle, &cfg, None)
-            .expect("plain router")
-            .serve(any(CLIENT_PORT)),
-    );
+    tokio::spawn(node::router(&handle, &cfg).serve(any(CLIENT_PORT)));
     let urls = cfg
         .advertise_client_urls
         .iter()
