@@ -16,21 +16,13 @@ use common::Server;
 const DOMAIN: &str = "concord.test";
 const INSIDE: &str = "CONCORD_TEST_IN_NETNS";
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// Runs `test` of this binary again inside its own network and mount
 /// namespace; false when that is not possible here (not root).
 fn in_namespace(test: &str) -> bool {
     if std::env::var_os(INSIDE).is_some() {
         return true;
     }
-    if !is_root() {
+    if !common::is_root() {
         assert!(
             std::env::var_os("CONCORD_REQUIRE_ROOT_TESTS").is_none(),
             "{test} needs root (unshare -n -m)"

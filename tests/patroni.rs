@@ -18,17 +18,9 @@ use common::{free_port, Server};
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 const SCOPE: &str = "concord-ha";
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 /// `program args`, as the postgres user when running as root.
 fn as_postgres(program: &str) -> Command {
-    if is_root() {
+    if common::is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", program]);
         c
@@ -177,7 +169,7 @@ impl Drop for Node {
 }
 
 fn chown_postgres(path: &Path) {
-    if is_root() {
+    if common::is_root() {
         let ok = Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(path)

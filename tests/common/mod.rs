@@ -34,6 +34,16 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Whether the tests run as root (network namespaces, running a program
+/// as another user).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
 /// Polls `check` (up to 30 s, every 20 ms) until it returns `Ok`; the
 /// last `Err` says what was seen instead. For what nothing announces to a
 /// client, such as a member applying what the cluster committed a little
