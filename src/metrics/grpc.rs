@@ -354,3 +354,34 @@ impl Drop for Counted {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Frames;
+
+    /// gRPC frames of `lens` payload bytes, back to back.
+    fn frames(lens: &[u32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &len in lens {
+            out.push(0);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend(std::iter::repeat_n(7u8, len as usize));
+        }
+        out
+    }
+
+    #[test]
+    fn messages_are_counted_however_the_bytes_are_split() {
+        let wire = frames(&[0, 3, 300, 1, 70_000]);
+        for chunk in [1, 2, 4, 5, 6, 7, 64, 1000, wire.len()] {
+            let mut f = Frames::default();
+            let (mut messages, mut bytes) = (0, 0);
+            for piece in wire.chunks(chunk) {
+                let (m, b) = f.feed(piece);
+                messages += m;
+                bytes += b;
+            }
+            assert_eq!((messages, bytes), (5, 70_304), "chunks of {chunk}");
+        }
+    }
+}
