@@ -264,7 +264,7 @@ pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router
             .into_axum_router()
             .merge(crate::http::routes(m(), cfg))
             .fallback(crate::http::fallback)
-            .layer(axum::middleware::from_fn(crate::metrics::grpc::track));
+            .layer(crate::metrics::grpc::TrackLayer);
         builder
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(both))

@@ -6,14 +6,13 @@
 //! every method served. Also etcd's `etcd_server_client_requests_total` and
 //! the client gRPC byte counters.
 //!
-//! Counted by `track`, a middleware on the client router: it sees each
+//! Counted by `Track`, a middleware on the client router: it sees each
 //! request's path and headers, counts messages as the gRPC frames of the
 //! request and response bodies pass (5-byte length prefixes), and takes the
 //! code from the grpc-status in the response headers (an error answered at
 //! once) or trailers (the end of a stream). A stream the client drops before
 //! its status counts as Canceled, as grpc-go reports it.
 
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
@@ -21,7 +20,6 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::Frame;
@@ -100,8 +98,8 @@ struct Method {
     seconds: Option<Histogram>,
 }
 
-/// The methods by path (`/service/method`).
-static TABLE: OnceLock<HashMap<String, Method>> = OnceLock::new();
+/// The methods by path (`/service/method`), sorted by path.
+static TABLE: OnceLock<Vec<(String, Method)>> = OnceLock::new();
 
 /// Registers the families and every method's series at zero; with
 /// `extensive`, the handling-time histogram too (etcd's `--metrics`).
@@ -110,7 +108,7 @@ pub fn init(extensive: bool) {
     TABLE.get_or_init(|| build(extensive));
 }
 
-fn build(extensive: bool) -> HashMap<String, Method> {
+fn build(extensive: bool) -> Vec<(String, Method)> {
     let r = METRICS.registry();
     let labels = ["grpc_type", "grpc_service", "grpc_method"];
     let vec = |name: &str, help: &str, extra: &[&'static str]| {
@@ -157,7 +155,7 @@ fn build(extensive: bool) -> HashMap<String, Method> {
             .expect("valid metric"),
         )
     });
-    METHODS
+    let mut table = METHODS
         .iter()
         .map(|&(service, method, kind)| {
             let l = [kind, service, method];
@@ -174,50 +172,150 @@ fn build(extensive: bool) -> HashMap<String, Method> {
             };
             (format!("/{service}/{method}"), m)
         })
-        .collect()
+        .collect::<Vec<_>>();
+    table.sort_by(|a, b| a.0.cmp(&b.0));
+    table
 }
 
-/// The middleware: counts a gRPC request and its messages; passes
-/// everything else through untouched.
-pub async fn track(request: Request, next: Next) -> Response {
-    let Some(method) = TABLE.get().and_then(|t| t.get(request.uri().path())) else {
-        return next.run(request).await;
-    };
-    let version = request
-        .headers()
-        .get("client-api-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown");
-    METRICS
-        .client_requests
-        .with_label_values(&[if method.stream { "stream" } else { "unary" }, version])
-        .inc();
-    method.started.inc();
-    let start = Instant::now();
-    let request = request.map(|b| {
-        Body::new(Counted {
-            inner: b,
-            frames: Frames::default(),
-            method,
-            side: Side::Received,
-            done: true,
-            start,
-        })
-    });
-    let response = next.run(request).await;
-    let at_once = status_code(response.headers());
-    if let Some(code) = at_once {
-        finish(method, code, start);
+/// The middleware, as a tower layer on the client router: counts a gRPC
+/// request and its messages; passes everything else through untouched.
+/// Hand-written (no boxed future per request, a sorted table instead of a
+/// hashed one, the client-version counter cached per thread): it runs on
+/// every request.
+#[derive(Clone, Copy, Default)]
+pub struct TrackLayer;
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track { inner }
     }
-    response.map(|b| {
-        Body::new(Counted {
-            inner: b,
-            frames: Frames::default(),
-            method,
-            side: Side::Sent,
-            done: at_once.is_some(),
-            start,
-        })
+}
+
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Tracked<S::Future> {
+        let Some(method) = lookup(request.uri().path()) else {
+            return Tracked {
+                inner: self.inner.call(request),
+                method: None,
+                start: None,
+            };
+        };
+        let version = request
+            .headers()
+            .get("client-api-version")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("unknown");
+        client_requests(method.stream, version).inc();
+        method.started.inc();
+        let start = Instant::now();
+        let request = request.map(|b| {
+            Body::new(Counted {
+                inner: b,
+                frames: Frames::default(),
+                method,
+                side: Side::Received,
+                done: true,
+                start,
+            })
+        });
+        Tracked {
+            inner: self.inner.call(request),
+            method: Some(method),
+            start: Some(start),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of a tracked call, its body counted as it is sent.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        method: Option<&'static Method>,
+        start: Option<Instant>,
+    }
+}
+
+impl<F, E> std::future::Future for Tracked<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.inner.poll(cx) {
+            Poll::Ready(Ok(r)) => r,
+            other => return other,
+        };
+        let (Some(method), Some(start)) = (*this.method, *this.start) else {
+            return Poll::Ready(Ok(response));
+        };
+        let at_once = status_code(response.headers());
+        if let Some(code) = at_once {
+            finish(method, code, start);
+        }
+        Poll::Ready(Ok(response.map(|b| {
+            Body::new(Counted {
+                inner: b,
+                frames: Frames::default(),
+                method,
+                side: Side::Sent,
+                done: at_once.is_some(),
+                start,
+            })
+        })))
+    }
+}
+
+/// A served method by path.
+fn lookup(path: &str) -> Option<&'static Method> {
+    let table = TABLE.get()?;
+    table
+        .binary_search_by(|(p, _)| p.as_str().cmp(path))
+        .ok()
+        .map(|i| &table[i].1)
+}
+
+thread_local! {
+    /// `etcd_server_client_requests_total` by (stream, client version):
+    /// clients send a handful of versions, looked up here without a lock.
+    static CLIENT_REQUESTS: std::cell::RefCell<Vec<(bool, String, IntCounter)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn client_requests(stream: bool, version: &str) -> IntCounter {
+    CLIENT_REQUESTS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, _, c)) = cache.iter().find(|(s, v, _)| *s == stream && v == version) {
+            return c.clone();
+        }
+        let c = METRICS
+            .client_requests
+            .with_label_values(&[if stream { "stream" } else { "unary" }, version]);
+        // Bounded: a client sending ever new versions goes to the registry.
+        if cache.len() < 16 {
+            cache.push((stream, version.to_string(), c.clone()));
+        }
+        c
     })
 }
 
