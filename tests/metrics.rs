@@ -240,3 +240,56 @@ fn a_real_prometheus_scrapes_a_member() {
     );
     assert_eq!(result["value"][1], "1", "{answer}");
 }
+
+#[test]
+fn peer_traffic_and_connections_are_counted_per_peer() {
+    let mut c = common::Cluster::start(3, &[]);
+    c.members[0].ctl_ok(&["put", "k", "v"]);
+    // (member id, leader id) of each member, in hex.
+    let ids: Vec<(String, String)> = c
+        .members
+        .iter()
+        .map(|m| {
+            let s = m.ctl_ok(&["endpoint", "status", "-w", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&s).expect("JSON");
+            let hex = |x: &serde_json::Value| format!("{:x}", x.as_u64().expect("an id"));
+            (
+                hex(&v[0]["Status"]["header"]["member_id"]),
+                hex(&v[0]["Status"]["leader"]),
+            )
+        })
+        .collect();
+    // The leader talks to every follower, and hears from each.
+    let leader = ids
+        .iter()
+        .position(|(me, leader)| me == leader)
+        .expect("a leader");
+    let local = ids[leader].0.clone();
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    let url = format!("{}/metrics", c.members[leader].url());
+    let text = get(&url);
+    for &f in &followers {
+        let peer = &ids[f].0;
+        let active = format!("etcd_network_active_peers{{Local=\"{local}\",Remote=\"{peer}\"}}");
+        assert_eq!(sample(&text, &active), Some(1.0), "{text}");
+        let sent = format!("etcd_network_peer_sent_bytes_total{{To=\"{peer}\"}}");
+        assert!(sample(&text, &sent).unwrap_or(0.0) > 0.0, "{sent}");
+        let received = format!("etcd_network_peer_received_bytes_total{{From=\"{peer}\"}}");
+        assert!(sample(&text, &received).unwrap_or(0.0) > 0.0, "{received}");
+    }
+    assert!(sample(&text, "etcd_disk_wal_write_bytes_total").unwrap_or(0.0) > 0.0);
+    assert_eq!(sample(&text, "etcd_server_is_learner"), Some(0.0));
+    // A follower that dies: its stream is counted as lost, no longer active.
+    let dead = followers[1];
+    c.members[dead].kill9();
+    let gone = &ids[dead].0;
+    common::eventually("the leader sees the dead follower's stream end", || {
+        let text = get(&url);
+        let active = format!("etcd_network_active_peers{{Local=\"{local}\",Remote=\"{gone}\"}}");
+        let lost =
+            format!("etcd_network_disconnected_peers_total{{Local=\"{local}\",Remote=\"{gone}\"}}");
+        (sample(&text, &active) == Some(0.0) && sample(&text, &lost).unwrap_or(0.0) >= 1.0)
+            .then_some(())
+            .ok_or(text)
+    });
+}

@@ -24,6 +24,13 @@ pub async fn metrics(State(member): State<Handle>) -> Response {
     m.cluster_version
         .with_label_values(&[crate::api::CLUSTER_VERSION])
         .set(1);
+    let me = member.member_id();
+    let learner = member
+        .membership()
+        .members
+        .iter()
+        .any(|x| x.id == me && x.is_learner);
+    m.is_learner.set(i64::from(learner));
     m.server_id
         .with_label_values(&[&format!("{:x}", member.member_id())])
         .set(1);

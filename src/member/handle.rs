@@ -184,10 +184,14 @@ impl Handle {
             .send(Input::ReadIndex(reply))
             .await
             .map_err(|_| MemberError::Stopped)?;
-        match tokio::time::timeout(self.shared.cfg.request_timeout, rx).await {
+        let result = match tokio::time::timeout(self.shared.cfg.request_timeout, rx).await {
             Ok(r) => r.map_err(|_| MemberError::Stopped)?,
             Err(_) => Err(MemberError::Timeout),
+        };
+        if result.is_err() {
+            METRICS.read_indexes_failed.inc();
         }
+        result
     }
 
     /// Proposes a configuration change for `member` and waits until it is

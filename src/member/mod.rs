@@ -62,6 +62,8 @@ const LEASE_CHECKPOINTS_PER_PROPOSAL_MAX: usize = 1000;
 /// Proposals taken from the mailbox together go to raft as one message of
 /// at most this many bytes (more are split).
 const PROPOSAL_BATCH_BYTES_MAX: usize = 1024 * 1024;
+/// An apply longer than this counts as slow (etcd's warning threshold).
+const SLOW_APPLY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -651,6 +653,7 @@ impl Member {
             .collect();
         for ctx in stale {
             if let Some((_, readers)) = self.pending_reads.remove(&ctx) {
+                METRICS.slow_read_indexes.inc();
                 self.queued_reads.extend(readers);
             }
         }
@@ -704,6 +707,7 @@ impl Member {
                 self.shared.term.store(hs.term, Ordering::Release);
                 self.shared.committed.store(hs.commit, Ordering::Release);
             }
+            METRICS.wal_write_bytes.add(b.bytes() as i64);
             if rd.must_sync {
                 let start = std::time::Instant::now();
                 write_durable(&self.backend, b).await?;
@@ -721,7 +725,11 @@ impl Member {
                 .iter()
                 .map(crate::storage::raft_log::to_log_entry)
                 .collect();
+            let applying = std::time::Instant::now();
             self.apply(committed)?;
+            if applying.elapsed() > SLOW_APPLY {
+                METRICS.slow_apply.inc();
+            }
             for rs in rd.read_states {
                 let ctx = rs
                     .context

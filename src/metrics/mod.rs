@@ -14,8 +14,8 @@ pub mod grpc;
 use std::sync::LazyLock;
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
 
 /// The process-wide metrics.
@@ -69,7 +69,6 @@ pub struct Metrics {
     pub peer_received_failures: IntCounterVec,
     pub active_peers: IntGaugeVec,
     pub disconnected_peers: IntCounterVec,
-    pub peer_round_trip_time: HistogramVec,
     pub client_grpc_sent_bytes: IntCounter,
     pub client_grpc_received_bytes: IntCounter,
     // leases
@@ -349,18 +348,6 @@ impl Metrics {
                 "etcd_network_disconnected_peers_total",
                 "The number of times the stream to each peer was lost.",
                 &["Local", "Remote"],
-            ),
-            peer_round_trip_time: reg(
-                &r,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "etcd_network_peer_round_trip_time_seconds",
-                        "The round trip time of a ping to each peer.",
-                    )
-                    .buckets(exponential_buckets(0.0001, 2.0, 16).expect("valid buckets")),
-                    &["To"],
-                )
-                .expect("valid metric"),
             ),
             client_grpc_sent_bytes: counter(
                 &r,

@@ -269,7 +269,16 @@ impl Transport {
                     self.report(Inbound::SnapshotStatus { to, ok: false });
                     unreachable.push(to);
                 }
-            } else if peer.messages.try_send(m).is_err() {
+            } else if let Err(e) = peer.messages.try_send(m) {
+                let m = e.into_inner();
+                let metrics = &crate::metrics::METRICS;
+                metrics
+                    .peer_sent_failures
+                    .with_label_values(&[&format!("{to:x}")])
+                    .inc();
+                if m.kind == MessageKind::MsgHeartbeat {
+                    metrics.heartbeat_send_failures.inc();
+                }
                 let dropped = peer.dropped_messages.fetch_add(1, Ordering::Relaxed);
                 if dropped % 1024 == 0 {
                     tracing::warn!(

@@ -144,8 +144,20 @@ pub(crate) async fn run_stream(
             Ok(client) => {
                 status.send_replace(PeerStatus::Connected);
                 tracing::info!(%peer, %url, "peer stream connected");
+                let local = format!("{:x}", ctx.local_id);
+                let active = crate::metrics::METRICS
+                    .active_peers
+                    .with_label_values(&[&local, &peer]);
+                active.set(1);
                 let opened = tokio::time::Instant::now();
                 let end = forward(&mut ctx, client, &mut queue).await;
+                active.set(0);
+                if !matches!(end, StreamEnd::Stopped) {
+                    crate::metrics::METRICS
+                        .disconnected_peers
+                        .with_label_values(&[&local, &peer])
+                        .inc();
+                }
                 if opened.elapsed() >= STREAM_HEALTHY_AFTER
                     && !matches!(end, StreamEnd::Rejected(_) | StreamEnd::Removed)
                 {

@@ -207,7 +207,13 @@ impl Peer for PeerService {
             match codec::decode(wire) {
                 Ok(m) if self.accept(sender, &m) => self.deliver(m).await?,
                 Ok(_) => {}
-                Err(e) => tracing::warn!(%peer, error = %e, "dropping undecodable peer message"),
+                Err(e) => {
+                    crate::metrics::METRICS
+                        .peer_received_failures
+                        .with_label_values(&[&peer])
+                        .inc();
+                    tracing::warn!(%peer, error = %e, "dropping undecodable peer message");
+                }
             }
         }
         tracing::debug!(%peer, "peer stream closed");
