@@ -230,10 +230,16 @@ impl TlsIdentity {
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Handshakes in progress at once per listener; beyond them, connections
+/// wait in the kernel's backlog.
+const HANDSHAKES_MAX: usize = 256;
+/// The pause after a failed accept (out of file descriptors, say), so
+/// that the loop does not spin.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The TLS connections of `listener` (Nagle off), each handshake in its
-/// own task so that a slow or silent client delays no one else; failed
-/// handshakes are logged and dropped.
+/// own task so that a slow or silent client delays no one else, at most
+/// `HANDSHAKES_MAX` at once; failed handshakes are logged and dropped.
 pub fn tls_incoming(
     listener: tokio::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
@@ -242,13 +248,18 @@ pub fn tls_incoming(
 > {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     tokio::spawn(async move {
         loop {
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                return;
+            };
             let (tcp, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!(error = %e, "accepting a client connection failed");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
                         continue;
                     }
                 },
@@ -257,14 +268,17 @@ pub fn tls_incoming(
             let _ = tcp.set_nodelay(true);
             let (acceptor, tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::info!(%peer, error = %e, "rejected connection: TLS handshake failed");
+                        tracing::debug!(%peer, error = %e, "rejected connection: TLS handshake failed");
                     }
-                    Err(_) => tracing::info!(%peer, "rejected connection: TLS handshake timed out"),
+                    Err(_) => {
+                        tracing::debug!(%peer, "rejected connection: TLS handshake timed out")
+                    }
                 }
             });
         }

@@ -302,6 +302,17 @@ fn the_gateway_refuses_bad_requests_as_grpc_gateway_does() {
         (429, Some(8)),
         "{body}"
     );
+    // A watch request over the gRPC message limit: ResourceExhausted too.
+    let huge_watch = format!(
+        r#"{{"create_request":{{"key":"{}"}}}}"#,
+        "QUFB".repeat(200 * 1024)
+    );
+    let (status, body) = post(&u("/v3/watch"), &huge_watch);
+    assert_eq!(
+        (status, error_fields(&body).map(|e| e.1)),
+        (429, Some(8)),
+        "{body}"
+    );
     // The gRPC side is undisturbed.
     s.ctl_ok(&["put", "k", "v"]);
     assert!(s.ctl_ok(&["get", "k"]).contains('v'));
@@ -331,6 +342,14 @@ fn a_watch_client_that_stops_reading_does_not_disturb_the_member() {
         body.len()
     )
     .expect("send");
+    // Its watcher exists before the writes begin.
+    common::eventually("the stuck client's watcher is registered", || {
+        let (_, text) = post_get(&format!("{}/metrics", s.url()));
+        text.lines()
+            .any(|l| l == "etcd_debugging_mvcc_watcher_total 1")
+            .then_some(())
+            .ok_or(text)
+    });
     // 40 MB of events for it, far beyond any socket buffer.
     let value = "v".repeat(64 * 1024);
     for i in 0..600 {
@@ -361,6 +380,17 @@ fn a_watch_client_that_stops_reading_does_not_disturb_the_member() {
     let mut head = [0u8; 15];
     stuck.read_exact(&mut head).expect("the response starts");
     assert_eq!(&head, b"HTTP/1.1 200 OK");
+}
+
+/// `curl -s URL` (GET): (status, body).
+fn post_get(url: &str) -> (u16, String) {
+    let o = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}", url])
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, status) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.parse().unwrap_or(0), body.to_string())
 }
 
 /// Standard base64 with padding.

@@ -94,6 +94,7 @@ impl Kv for KvService {
             }
             let mut resp = self.member.store().read_txn(&r)?;
             crate::metrics::METRICS.txn_total.inc();
+            crate::metrics::count_txn_ops(&resp.responses);
             fill_header(&self.member, &mut resp.header);
             return Ok(Response::new(resp));
         }

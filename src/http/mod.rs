@@ -21,7 +21,11 @@ pub fn routes(member: Handle, cfg: &crate::config::Config) -> axum::Router {
         .route("/version", any(probes::version))
         .merge(metrics_routes(member.clone()));
     if cfg.enable_grpc_gateway {
-        r.merge(gateway::routes(member, cfg.max_txn_ops))
+        r.merge(gateway::routes(
+            member,
+            cfg.max_txn_ops,
+            cfg.max_concurrent_streams,
+        ))
     } else {
         r
     }

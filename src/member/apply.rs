@@ -71,7 +71,10 @@ fn apply_kv(w: &mut Writer<'_>, req: &Request) -> Result<Outcome, MemberError> {
     let r = match req {
         Request::Put(p) => w.put(p).map(Applied::Put),
         Request::DeleteRange(d) => w.delete_range(d).map(Applied::DeleteRange),
-        Request::Txn(t) => w.txn(t).map(Applied::Txn),
+        Request::Txn(t) => w.txn(t).map(|resp| {
+            crate::metrics::count_txn_ops(&resp.responses);
+            Applied::Txn(resp)
+        }),
         Request::Compaction(c) => w.compact(c.revision).map(|rev| {
             Applied::Compaction(CompactionResponse {
                 header: header(rev),

@@ -245,12 +245,24 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The response of a tracked call, its body counted as it is sent.
+    /// The response of a tracked call, its body counted as it is sent. A
+    /// call dropped before its response (the client went, a deadline) is
+    /// handled as Canceled, as grpc-go reports it.
     pub struct Tracked<F> {
         #[pin]
         inner: F,
+        // Taken when the response comes: what is left at drop was cut off.
         method: Option<&'static Method>,
         start: Option<Instant>,
+    }
+
+    impl<F> PinnedDrop for Tracked<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let (Some(method), Some(start)) = (this.method.take(), *this.start) {
+                finish(method, CANCELED, start);
+            }
+        }
     }
 }
 
@@ -266,7 +278,7 @@ where
             Poll::Ready(Ok(r)) => r,
             other => return other,
         };
-        let (Some(method), Some(start)) = (*this.method, *this.start) else {
+        let (Some(method), Some(start)) = (this.method.take(), *this.start) else {
             return Poll::Ready(Ok(response));
         };
         let at_once = status_code(response.headers());

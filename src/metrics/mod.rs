@@ -411,6 +411,22 @@ pub fn render() -> String {
     out
 }
 
+/// Counts the operations a transaction ran (its responses, nested
+/// transactions included) as puts, ranges and deletes, as etcd's mvcc
+/// counts them.
+pub fn count_txn_ops(responses: &[crate::proto::etcdserverpb::ResponseOp]) {
+    use crate::proto::etcdserverpb::response_op::Response as R;
+    for r in responses {
+        match &r.response {
+            Some(R::ResponsePut(_)) => METRICS.put_total.inc(),
+            Some(R::ResponseRange(_)) => METRICS.range_total.inc(),
+            Some(R::ResponseDeleteRange(_)) => METRICS.delete_total.inc(),
+            Some(R::ResponseTxn(t)) => count_txn_ops(&t.responses),
+            None => {}
+        }
+    }
+}
+
 /// Times `f` into `h`.
 pub fn time<T>(h: &Histogram, f: impl FnOnce() -> T) -> T {
     let start = std::time::Instant::now();

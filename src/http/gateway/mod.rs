@@ -63,8 +63,12 @@ fn max_body(max_message: usize) -> usize {
     max_message.saturating_mul(2).saturating_add(64 * 1024)
 }
 
-/// The gateway's routes, under `/v3/` and `/v3beta/`.
-pub fn routes(member: Handle, max_txn_ops: usize) -> Router {
+/// The gateway's routes, under `/v3/` and `/v3beta/`. etcd's gateway
+/// reaches its server over one gRPC connection per listener, so its calls
+/// share that connection's `--max-concurrent-streams`: a call beyond it
+/// waits until one ends (a stream holds its place until its response
+/// ends).
+pub fn routes(member: Handle, max_txn_ops: usize, max_concurrent_streams: u32) -> Router {
     let max_message = crate::api::max_recv_bytes(member.config().max_request_bytes);
     let s = Arc::new(Services {
         kv: KvService::new(member.clone(), max_txn_ops),
@@ -137,7 +141,32 @@ pub fn routes(member: Handle, max_txn_ops: usize) -> Router {
             any(|| async { go_error(StatusCode::NOT_FOUND, "Not Found") }),
         );
     }
-    r
+    let streams = Arc::new(tokio::sync::Semaphore::new(
+        (max_concurrent_streams as usize).min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    r.route_layer(axum::middleware::from_fn_with_state(streams, stream_slot))
+}
+
+/// Holds one of the connection's streams for a call, until its response
+/// body ends.
+async fn stream_slot(
+    axum::extract::State(streams): axum::extract::State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(slot) = streams.acquire_owned().await else {
+        return error(&Status::unavailable("the gateway is closed"));
+    };
+    let response = next.run(request).await;
+    response.map(|body| {
+        Body::from_stream(futures::StreamExt::map(
+            body.into_data_stream(),
+            move |chunk| {
+                let _held = &slot;
+                chunk
+            },
+        ))
+    })
 }
 
 /// Go's `http.Error`: plain text and a newline.
@@ -204,13 +233,18 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response {
     r
 }
 
-/// Reads a request body of at most `limit` bytes.
+/// Reads a request body of at most `limit` bytes: a longer one is over
+/// gRPC's message limit; a body that breaks off is InvalidArgument, as the
+/// gateway's JSON decoder reports a read error.
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, Status> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Status::resource_exhausted(format!(
-            "grpc: received message larger than max (over {limit} bytes of JSON)"
-        ))
-    })
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Status::resource_exhausted(
+            format!("grpc: received message larger than max (over {limit} bytes of JSON)"),
+        )),
+        Err(e) => Err(Status::invalid_argument(e.to_string())),
+    }
 }
 
 /// Decodes one JSON request as the gateway does: an empty body is `{}`,

@@ -81,57 +81,94 @@ pub(super) fn routes(mut r: Router, prefix: &str, s: &Arc<Services>) -> Router {
     r
 }
 
-/// A stream of requests read from a JSON body: every value up to the end,
-/// or up to the first that is malformed (which ends them, as the gateway's
-/// sender goroutine ends); only a malformed first value is an error, as
-/// grpc-gateway returns it (Unknown, 500).
-fn requests<T>(bytes: &[u8], max_message: usize) -> Result<Vec<T>, Status>
+/// The next request of a JSON body from `offset`: `None` at the end or at
+/// a malformed value (which ends the requests, as the gateway's sender
+/// goroutine ends); a request over gRPC's message limit is
+/// ResourceExhausted, as the server would answer it.
+fn next_request<T>(
+    bytes: &[u8],
+    offset: &mut usize,
+    max_message: usize,
+) -> Option<Result<T, Status>>
 where
     T: DeserializeOwned + prost::Message,
 {
-    let mut out = Vec::new();
-    for (i, value) in serde_json::Deserializer::from_slice(bytes)
-        .into_iter::<T>()
-        .enumerate()
-    {
-        match value {
-            Ok(v) if v.encoded_len() <= max_message => out.push(v),
-            Ok(_) => break,
-            Err(e) if i == 0 => return Err(Status::unknown(super::decode_error(&e))),
-            Err(_) => break,
-        }
+    let mut values = serde_json::Deserializer::from_slice(bytes.get(*offset..)?).into_iter::<T>();
+    let value = values.next()?;
+    *offset += values.byte_offset();
+    match value {
+        Ok(v) if v.encoded_len() <= max_message => Some(Ok(v)),
+        Ok(v) => Some(Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({} vs. {max_message})",
+            v.encoded_len()
+        )))),
+        Err(_) => None,
     }
-    Ok(out)
 }
 
-/// A client-streaming call (watch, keep-alive).
+/// A client-streaming call (watch, keep-alive). The body is read whole (up
+/// to its limit) and decoded one request at a time, as the stream takes
+/// them: a malformed first request is an error (Unknown, 500, as
+/// grpc-gateway answers), a request over the message limit fails the call
+/// (first) or ends the response with the error (later).
 async fn client_stream<Req, Resp, S>(
     method: Method,
     body: Body,
     max_message: usize,
-    open: impl FnOnce(futures::stream::Iter<std::vec::IntoIter<Result<Req, Status>>>) -> S,
+    open: impl FnOnce(std::pin::Pin<Box<dyn Stream<Item = Result<Req, Status>> + Send>>) -> S,
 ) -> Response
 where
-    Req: DeserializeOwned + prost::Message,
+    Req: DeserializeOwned + prost::Message + 'static,
     Resp: Serialize + Send + 'static,
     S: Stream<Item = Result<Resp, Status>> + Send + Unpin + 'static,
 {
     if method != Method::POST {
         return go_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
-    let reqs = match read_body(body, max_body(max_message)).await {
-        Ok(bytes) => requests::<Req>(&bytes, max_message),
-        Err(e) => Err(e),
+    let bytes = match read_body(body, max_body(max_message)).await {
+        Ok(b) => b,
+        Err(e) => return error(&e),
     };
-    match reqs {
-        Ok(reqs) => {
-            respond(open(futures::stream::iter(
-                reqs.into_iter().map(Ok).collect::<Vec<_>>(),
-            )))
-            .await
-        }
-        Err(e) => error(&e),
-    }
+    let mut offset = 0;
+    let first = match serde_json::Deserializer::from_slice(&bytes)
+        .into_iter::<Req>()
+        .next()
+    {
+        Some(Err(e)) => return error(&Status::unknown(super::decode_error(&e))),
+        Some(Ok(_)) => match next_request::<Req>(&bytes, &mut offset, max_message) {
+            Some(Err(e)) => return error(&e),
+            first => first,
+        },
+        None => None,
+    };
+    // A later oversized request: the requests end and so does the
+    // response, with the error.
+    let (abort_tx, abort_rx) = tokio::sync::oneshot::channel::<Status>();
+    let mut abort_tx = Some(abort_tx);
+    let rest = futures::stream::unfold((bytes, offset), move |(bytes, mut offset)| {
+        let next = next_request::<Req>(&bytes, &mut offset, max_message);
+        let item = match next {
+            Some(Err(e)) => {
+                if let Some(tx) = abort_tx.take() {
+                    let _ = tx.send(e);
+                }
+                None
+            }
+            Some(ok) => Some(ok),
+            // The end: no abort is coming, and the response may end.
+            None => {
+                abort_tx = None;
+                None
+            }
+        };
+        futures::future::ready(item.map(|r| (r, (bytes, offset))))
+    });
+    let requests = futures::stream::iter(first).chain(rest);
+    let responses = open(Box::pin(requests));
+    // Yields the abort's error, or nothing once the requests ended well.
+    let aborted =
+        futures::stream::once(abort_rx).filter_map(|r| futures::future::ready(r.ok().map(Err)));
+    respond(futures::stream::select(responses, Box::pin(aborted))).await
 }
 
 /// A server-streaming call (observe, snapshot): one request, a stream of
