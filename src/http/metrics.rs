@@ -12,10 +12,10 @@ use crate::metrics::{self, METRICS};
 
 pub async fn metrics(State(member): State<Handle>) -> Response {
     let p = member.progress();
+    let me = member.member_id();
     let m = &*METRICS;
     m.has_leader.set(i64::from(p.leader != 0));
-    m.is_leader
-        .set(i64::from(p.leader != 0 && p.leader == member.member_id()));
+    m.is_leader.set(i64::from(p.leader != 0 && p.leader == me));
     m.proposals_committed.set(p.committed_index as i64);
     m.proposals_applied.set(p.applied_index as i64);
     m.server_version
@@ -24,16 +24,13 @@ pub async fn metrics(State(member): State<Handle>) -> Response {
     m.cluster_version
         .with_label_values(&[crate::api::CLUSTER_VERSION])
         .set(1);
-    let me = member.member_id();
     let learner = member
         .membership()
         .members
         .iter()
         .any(|x| x.id == me && x.is_learner);
     m.is_learner.set(i64::from(learner));
-    m.server_id
-        .with_label_values(&[&format!("{:x}", member.member_id())])
-        .set(1);
+    m.server_id.with_label_values(&[&format!("{me:x}")]).set(1);
     let store = member.store();
     let size = store.backend().size_bytes() as i64;
     m.db_total_size.set(size);

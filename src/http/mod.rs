@@ -60,6 +60,21 @@ async fn readyz_one(method: Method, State(m): State<Handle>, Path(c): Path<Strin
     probes::probe_one(method, false, &m, &c).await
 }
 
+/// Go's `http.Error`: the text and a newline, as plain text the browser
+/// must not sniff (etcd's probes and grpc-gateway's routing errors).
+pub(crate) fn go_error(status: axum::http::StatusCode, text: &str) -> Response {
+    use axum::http::header;
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        format!("{text}\n"),
+    )
+        .into_response()
+}
+
 /// Go's ServeMux answer to an unknown path.
 pub(crate) fn not_found() -> Response {
     (axum::http::StatusCode::NOT_FOUND, "404 page not found\n").into_response()

@@ -78,22 +78,9 @@ pub async fn health(
         }
         Some(_) => {
             METRICS.health_failures.inc();
-            http_error(StatusCode::SERVICE_UNAVAILABLE, &body)
+            super::go_error(StatusCode::SERVICE_UNAVAILABLE, &body)
         }
     }
-}
-
-/// Go's `http.Error`: the text and a newline, as plain text.
-fn http_error(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        format!("{text}\n"),
-    )
-        .into_response()
 }
 
 /// Why the member is unhealthy, if it is (etcd 3.5's order: alarms, the
@@ -246,20 +233,14 @@ async fn run_checks(livez: bool, member: &Handle, checks: &[Check], verbose: boo
         }
     }
     if failed {
-        return http_error(StatusCode::SERVICE_UNAVAILABLE, &lines);
+        return super::go_error(StatusCode::SERVICE_UNAVAILABLE, &lines);
     }
+    // Written as etcd writes it: the lines (verbose), then "ok", through
+    // the same plain-text writer as a failure.
     let body = if verbose {
-        format!("{lines}ok\n")
+        format!("{lines}ok")
     } else {
-        "ok\n".into()
+        "ok".into()
     };
-    (
-        StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
-        .into_response()
+    super::go_error(StatusCode::OK, &body)
 }

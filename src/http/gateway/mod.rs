@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::Status;
 
+use super::go_error;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
@@ -169,19 +170,6 @@ async fn stream_slot(
     })
 }
 
-/// Go's `http.Error`: plain text and a newline.
-fn go_error(status: StatusCode, text: &str) -> Response {
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        format!("{text}\n"),
-    )
-        .into_response()
-}
-
 /// grpc-gateway's HTTP status for a gRPC code (`HTTPStatusFromCode`).
 fn http_status(code: tonic::Code) -> StatusCode {
     use tonic::Code as C;
@@ -321,8 +309,37 @@ where
     Ok(metadata(headers, message))
 }
 
-/// One unary call: POST only, the body decoded, the service called, the
-/// answer or its error encoded.
+/// A call with one request (unary or server-streaming): POST only, the
+/// body decoded, the service called; its answer, or the response that
+/// reports why there is none.
+async fn call_once<Req, Out, F, Fut>(
+    method: Method,
+    headers: &HeaderMap,
+    body: Body,
+    max_message: usize,
+    call: F,
+) -> Result<Out, Response>
+where
+    Req: DeserializeOwned + Default + prost::Message,
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Out>, Status>>,
+{
+    if method != Method::POST {
+        return Err(go_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method Not Allowed",
+        ));
+    }
+    let req = request(headers, body, max_message)
+        .await
+        .map_err(|e| error(&e))?;
+    call(req)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|e| error(&e))
+}
+
+/// One unary call: the answer or its error encoded.
 async fn unary<Req, Resp, F, Fut>(
     method: Method,
     headers: &HeaderMap,
@@ -336,18 +353,11 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
 {
-    if method != Method::POST {
-        return go_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-    }
-    let response = match request(headers, body, max_message).await {
-        Ok(req) => call(req).await,
-        Err(e) => Err(e),
-    };
-    match response {
-        Ok(r) => match serde_json::to_vec(r.get_ref()) {
+    match call_once(method, headers, body, max_message, call).await {
+        Ok(r) => match serde_json::to_vec(&r) {
             Ok(body) => json(StatusCode::OK, body),
             Err(e) => error(&Status::internal(e.to_string())),
         },
-        Err(e) => error(&e),
+        Err(response) => response,
     }
 }

@@ -81,10 +81,11 @@ pub(super) fn routes(mut r: Router, prefix: &str, s: &Arc<Services>) -> Router {
     r
 }
 
-/// The next request of a JSON body from `offset`: `None` at the end or at
-/// a malformed value (which ends the requests, as the gateway's sender
-/// goroutine ends); a request over gRPC's message limit is
-/// ResourceExhausted, as the server would answer it.
+/// The next request of a JSON body from `offset`, `None` at the end; a
+/// malformed one is Unknown (grpc-gateway's answer to a malformed first
+/// request; a later one just ends the requests, as the gateway's sender
+/// goroutine ends), one over gRPC's message limit ResourceExhausted, as the
+/// server would answer it.
 fn next_request<T>(
     bytes: &[u8],
     offset: &mut usize,
@@ -96,14 +97,14 @@ where
     let mut values = serde_json::Deserializer::from_slice(bytes.get(*offset..)?).into_iter::<T>();
     let value = values.next()?;
     *offset += values.byte_offset();
-    match value {
-        Ok(v) if v.encoded_len() <= max_message => Some(Ok(v)),
-        Ok(v) => Some(Err(Status::resource_exhausted(format!(
+    Some(match value {
+        Ok(v) if v.encoded_len() <= max_message => Ok(v),
+        Ok(v) => Err(Status::resource_exhausted(format!(
             "grpc: received message larger than max ({} vs. {max_message})",
             v.encoded_len()
-        )))),
-        Err(_) => None,
-    }
+        ))),
+        Err(e) => Err(Status::unknown(super::decode_error(&e))),
+    })
 }
 
 /// A client-streaming call (watch, keep-alive). The body is read whole (up
@@ -130,16 +131,9 @@ where
         Err(e) => return error(&e),
     };
     let mut offset = 0;
-    let first = match serde_json::Deserializer::from_slice(&bytes)
-        .into_iter::<Req>()
-        .next()
-    {
-        Some(Err(e)) => return error(&Status::unknown(super::decode_error(&e))),
-        Some(Ok(_)) => match next_request::<Req>(&bytes, &mut offset, max_message) {
-            Some(Err(e)) => return error(&e),
-            first => first,
-        },
-        None => None,
+    let first = match next_request::<Req>(&bytes, &mut offset, max_message) {
+        Some(Err(e)) => return error(&e),
+        first => first,
     };
     // A later oversized request: the requests end and so does the
     // response, with the error.
@@ -148,15 +142,16 @@ where
     let rest = futures::stream::unfold((bytes, offset), move |(bytes, mut offset)| {
         let next = next_request::<Req>(&bytes, &mut offset, max_message);
         let item = match next {
-            Some(Err(e)) => {
+            Some(Err(e)) if e.code() == tonic::Code::ResourceExhausted => {
                 if let Some(tx) = abort_tx.take() {
                     let _ = tx.send(e);
                 }
                 None
             }
-            Some(ok) => Some(ok),
-            // The end: no abort is coming, and the response may end.
-            None => {
+            Some(Ok(r)) => Some(Ok(r)),
+            // The end, or a malformed request (which ends the requests
+            // quietly): no abort is coming, and the response may end.
+            Some(Err(_)) | None => {
                 abort_tx = None;
                 None
             }
@@ -187,15 +182,9 @@ where
     F: FnOnce(tonic::Request<Req>) -> Fut,
     Fut: std::future::Future<Output = Result<tonic::Response<S>, Status>>,
 {
-    if method != Method::POST {
-        return go_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-    }
-    match super::request(headers, body, max_message).await {
-        Ok(req) => match call(req).await {
-            Ok(stream) => respond(stream.into_inner()).await,
-            Err(e) => error(&e),
-        },
-        Err(e) => error(&e),
+    match super::call_once(method, headers, body, max_message, call).await {
+        Ok(stream) => respond(stream).await,
+        Err(response) => response,
     }
 }
 
