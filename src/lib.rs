@@ -2,6 +2,7 @@
 //! with etcd v3. See docs/ARCHITECTURE.md for the map of modules.
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod cluster;
 pub mod config;

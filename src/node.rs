@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::health::HealthService;
@@ -19,6 +20,7 @@ use crate::config::{Config, Discovery};
 use crate::discovery::Found;
 use crate::member::Observer;
 use crate::member::{Handle, Member, MemberConfig, MemberError};
+use crate::proto::etcdserverpb::auth_server::AuthServer;
 use crate::proto::etcdserverpb::cluster_server::ClusterServer;
 use crate::proto::etcdserverpb::kv_server::KvServer;
 use crate::proto::etcdserverpb::lease_server::LeaseServer;
@@ -56,6 +58,7 @@ pub fn member_config(cfg: &Config) -> MemberConfig {
         // smaller --snapshot-count keeps fewer.
         log_retain_entries: cfg.snapshot_count.min(cfg.snapshot_catchup_entries).max(1),
         pre_vote: cfg.pre_vote,
+        auth_token_ttl: cfg.auth_token_ttl,
         request_timeout: std::time::Duration::from_millis(5000 + 2 * cfg.election_timeout_ms),
         ..MemberConfig::default()
     }
@@ -257,6 +260,10 @@ pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router
             .add_service(limited!(WatchServer::new(WatchService::new(m()))))
             .add_service(limited!(LockServer::new(LockService::new(m()))))
             .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
+            .add_service(limited!(AuthServer::new(AuthService::new(
+                m(),
+                cfg.bcrypt_cost
+            ))))
             .add_service(HealthServer::new(HealthService));
         crate::metrics::grpc::init(cfg.metrics_extensive);
         let both = routes
@@ -283,6 +290,10 @@ pub fn router(member: &Handle, cfg: &Config) -> tonic::transport::server::Router
         .add_service(limited!(WatchServer::new(WatchService::new(m()))))
         .add_service(limited!(LockServer::new(LockService::new(m()))))
         .add_service(limited!(ElectionServer::new(ElectionService::new(m()))))
+        .add_service(limited!(AuthServer::new(AuthService::new(
+            m(),
+            cfg.bcrypt_cost
+        ))))
         .add_service(HealthServer::new(HealthService))
 }
 

@@ -2,8 +2,10 @@
 //! configuration changes (MemberAdd, MemberRemove, MemberPromote) or a
 //! replicated request (MemberUpdate), with etcd's checks and errors.
 
+use super::caller::Credentials;
 use tonic::{Request, Response, Status};
 
+use super::caller::require_admin;
 use super::error::{
     LEARNER_NOT_READY, MEMBER_BAD_URLS, MEMBER_EXIST, MEMBER_NOT_FOUND, MEMBER_NOT_LEARNER,
     PEER_URL_EXIST, TOO_MANY_LEARNERS,
@@ -93,6 +95,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         let r = request.into_inner();
         let urls = check_urls(&r.peer_ur_ls)?;
         let members = self.member.membership().members;
@@ -134,6 +137,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         let id = request.into_inner().id;
         let gone = self.find(id)?;
         let change = ConfChangeSingle {
@@ -151,6 +155,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         let r = request.into_inner();
         self.find(r.id)?;
         let urls = check_urls(&r.peer_ur_ls)?;
@@ -187,6 +192,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         let id = request.into_inner().id;
         let learner = self.find(id)?;
         if !learner.is_learner {

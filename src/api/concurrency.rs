@@ -5,6 +5,7 @@
 //! older key. Everything goes through the same member calls as client
 //! requests (proposals, linearizable reads) and through in-process watches.
 
+use super::caller::Credentials;
 use tonic::Status;
 
 use super::{fill_header, header_at};
@@ -103,8 +104,12 @@ fn unexpected(what: &str) -> Status {
 }
 
 /// A txn through the log, answered like a client's.
-pub async fn txn(member: &Handle, t: TxnRequest) -> Result<TxnResponse, Status> {
-    match member.propose(Internal::Txn(t)).await? {
+pub async fn txn(
+    member: &Handle,
+    cred: &Credentials,
+    t: TxnRequest,
+) -> Result<TxnResponse, Status> {
+    match super::caller::propose(member, cred, Internal::Txn(t)).await? {
         Applied::Txn(mut r) => {
             fill_header(member, &mut r.header);
             Ok(r)
@@ -114,12 +119,12 @@ pub async fn txn(member: &Handle, t: TxnRequest) -> Result<TxnResponse, Status> 
 }
 
 /// A delete of one key through the log; returns the header revision.
-pub async fn delete(member: &Handle, key: &[u8]) -> Result<i64, Status> {
+pub async fn delete(member: &Handle, cred: &Credentials, key: &[u8]) -> Result<i64, Status> {
     let req = DeleteRangeRequest {
         key: key.to_vec(),
         ..DeleteRangeRequest::default()
     };
-    match member.propose(Internal::DeleteRange(req)).await? {
+    match super::caller::propose(member, cred, Internal::DeleteRange(req)).await? {
         Applied::DeleteRange(mut r) => {
             fill_header(member, &mut r.header);
             Ok(r.header.map_or(0, |h| h.revision))
@@ -129,9 +134,16 @@ pub async fn delete(member: &Handle, key: &[u8]) -> Result<i64, Status> {
 }
 
 /// A linearizable read.
-pub async fn range(member: &Handle, r: &RangeRequest) -> Result<RangeResponse, Status> {
+pub async fn range(
+    member: &Handle,
+    cred: &Credentials,
+    r: &RangeRequest,
+) -> Result<RangeResponse, Status> {
+    let auth = super::caller::ReadCheck::new(member, cred).await?;
+    auth.read(&r.key, &r.range_end)?;
     member.read_index().await?;
     let (res, rev) = member.store().range(r)?;
+    auth.still_valid(member)?;
     Ok(RangeResponse {
         header: header_at(member, rev),
         kvs: res.kvs,
@@ -181,6 +193,7 @@ pub async fn wait_delete(member: &Handle, key: &[u8], rev: i64) -> Result<(), St
 /// `max_create_rev` remains (etcd's `waitDeletes`).
 pub async fn wait_deletes(
     member: &Handle,
+    cred: &Credentials,
     prefix: &[u8],
     max_create_rev: i64,
 ) -> Result<(), Status> {
@@ -194,7 +207,7 @@ pub async fn wait_deletes(
             limit: 1,
             ..RangeRequest::default()
         };
-        let resp = range(member, &req).await?;
+        let resp = range(member, cred, &req).await?;
         let Some(kv) = resp.kvs.first() else {
             return Ok(());
         };
@@ -228,8 +241,14 @@ impl Drop for CleanupOnDrop {
     fn drop(&mut self) {
         if let Some(key) = self.key.take() {
             let member = self.member.clone();
+            // The member's own request: the key is the one this RPC
+            // created for its sender, whose token may be gone by now.
             tokio::spawn(async move {
-                if let Err(e) = delete(&member, &key).await {
+                let req = DeleteRangeRequest {
+                    key,
+                    ..DeleteRangeRequest::default()
+                };
+                if let Err(e) = member.propose(Internal::DeleteRange(req)).await {
                     tracing::warn!(error = %e, "could not delete the key of a cancelled wait");
                 }
             });

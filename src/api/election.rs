@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 
+use super::caller::Credentials;
 use futures::Stream;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
@@ -46,6 +47,7 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 /// Puts `value` on the leader key if it is still the one created at `rev`.
 async fn proclaim(
     m: &Handle,
+    cred: &Credentials,
     leader: &LeaderKey,
     value: &[u8],
 ) -> Result<Option<ResponseHeader>, Status> {
@@ -54,7 +56,7 @@ async fn proclaim(
         success: vec![op_put(&leader.key, value, leader.lease)],
         failure: vec![],
     };
-    let resp = txn(m, t).await?;
+    let resp = txn(m, cred, t).await?;
     if !resp.succeeded {
         return Err(Status::unknown(NOT_LEADER));
     }
@@ -69,7 +71,7 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         let m = &self.member;
         let prefix = prefix_of(&r.name);
         let key = session_key(&prefix, r.lease);
@@ -78,7 +80,7 @@ impl Election for ElectionService {
             success: vec![op_put(&key, &r.value, r.lease)],
             failure: vec![op_get(key_get(&key))],
         };
-        let resp = txn(m, t).await?;
+        let resp = txn(m, &cred, t).await?;
         let cleanup = CleanupOnDrop::new(m.clone(), key.clone());
         let mut leader = LeaderKey {
             name: r.name.clone(),
@@ -93,10 +95,10 @@ impl Election for ElectionService {
             };
             leader.rev = kv.create_revision;
             if kv.value != r.value {
-                proclaim(m, &leader, &r.value).await?;
+                proclaim(m, &cred, &leader, &r.value).await?;
             }
         }
-        wait_deletes(m, &prefix, leader.rev - 1).await?;
+        wait_deletes(m, &cred, &prefix, leader.rev - 1).await?;
         cleanup.disarm();
         Ok(Response::new(CampaignResponse {
             header: resp.header,
@@ -108,11 +110,11 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         let leader = r
             .leader
             .ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
-        let header = proclaim(&self.member, &leader, &r.value).await?;
+        let header = proclaim(&self.member, &cred, &leader, &r.value).await?;
         Ok(Response::new(ProclaimResponse { header }))
     }
 
@@ -120,8 +122,8 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
-        let r = request.into_inner();
-        let resp = range(&self.member, &first_created(&prefix_of(&r.name))).await?;
+        let (cred, r) = Credentials::split(request);
+        let resp = range(&self.member, &cred, &first_created(&prefix_of(&r.name))).await?;
         let Some(kv) = resp.kvs.into_iter().next() else {
             return Err(Status::unknown(NO_LEADER));
         };
@@ -137,9 +139,9 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(observe(self.member.clone(), prefix_of(&r.name), tx));
+        tokio::spawn(observe(self.member.clone(), cred, prefix_of(&r.name), tx));
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -149,7 +151,7 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         let leader = r
             .leader
             .ok_or_else(|| Status::unknown(MISSING_LEADER_KEY))?;
@@ -158,7 +160,7 @@ impl Election for ElectionService {
             success: vec![op_delete(&leader.key)],
             failure: vec![],
         };
-        let resp = txn(&self.member, t).await?;
+        let resp = txn(&self.member, &cred, t).await?;
         Ok(Response::new(ResignResponse {
             header: resp.header,
         }))
@@ -167,13 +169,18 @@ impl Election for ElectionService {
 
 /// Sends the leader of `prefix` and every change of it until the client
 /// goes away (etcd's `Election.observe`).
-async fn observe(m: Handle, prefix: Vec<u8>, tx: mpsc::Sender<Result<LeaderResponse, Status>>) {
+async fn observe(
+    m: Handle,
+    cred: Credentials,
+    prefix: Vec<u8>,
+    tx: mpsc::Sender<Result<LeaderResponse, Status>>,
+) {
     let send = |r: Result<LeaderResponse, Status>| {
         let tx = tx.clone();
         async move { tx.send(r).await.is_ok() }
     };
     loop {
-        let resp = match range(&m, &first_created(&prefix)).await {
+        let resp = match range(&m, &cred, &first_created(&prefix)).await {
             Ok(r) => r,
             Err(e) => {
                 send(Err(e)).await;

@@ -3,6 +3,7 @@
 
 use tonic::{Code, Status};
 
+use crate::auth::AuthError;
 use crate::lease::LeaseError;
 use crate::member::MemberError;
 use crate::mvcc::MvccError;
@@ -61,6 +62,25 @@ etcd_errors! {
     LEARNER_NOT_READY = FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader";
     TOO_MANY_LEARNERS = FailedPrecondition, "etcdserver: too many learner members in cluster";
     LEADER_TRANSFER_TIMEOUT = Unknown, "etcdserver: request timed out, leader transfer took too long";
+    ROOT_USER_NOT_EXIST = FailedPrecondition, "etcdserver: root user does not exist";
+    ROOT_ROLE_NOT_EXIST = FailedPrecondition, "etcdserver: root user does not have root role";
+    USER_ALREADY_EXIST = FailedPrecondition, "etcdserver: user name already exists";
+    USER_EMPTY = InvalidArgument, "etcdserver: user name is empty";
+    USER_NOT_FOUND = FailedPrecondition, "etcdserver: user name not found";
+    ROLE_ALREADY_EXIST = FailedPrecondition, "etcdserver: role name already exists";
+    ROLE_NOT_FOUND = FailedPrecondition, "etcdserver: role name not found";
+    ROLE_EMPTY = InvalidArgument, "etcdserver: role name is empty";
+    AUTH_FAILED = InvalidArgument, "etcdserver: authentication failed, invalid user ID or password";
+    PERMISSION_NOT_GIVEN = InvalidArgument, "etcdserver: permission not given";
+    PERMISSION_DENIED = PermissionDenied, "etcdserver: permission denied";
+    ROLE_NOT_GRANTED = FailedPrecondition, "etcdserver: role is not granted to the user";
+    PERMISSION_NOT_GRANTED = FailedPrecondition, "etcdserver: permission is not granted to the role";
+    AUTH_NOT_ENABLED = FailedPrecondition, "etcdserver: authentication is not enabled";
+    INVALID_AUTH_TOKEN = Unauthenticated, "etcdserver: invalid auth token";
+    INVALID_AUTH_MGMT = InvalidArgument, "etcdserver: invalid auth management";
+    AUTH_OLD_REVISION = InvalidArgument, "etcdserver: revision of auth store is old";
+    // Outside etcd's map: code Unknown with the internal message.
+    NO_PASSWORD_USER = Unknown, "auth: authentication failed, password was given for no password user";
     // Not an etcd error: concord limits user keys (see mvcc::USER_KEY_BYTES_MAX).
     KEY_TOO_LARGE = InvalidArgument, "etcdserver: key is too large";
 }
@@ -96,6 +116,37 @@ impl From<LeaseError> for Status {
     }
 }
 
+/// The gRPC status for an auth error.
+pub fn auth_status(e: AuthError) -> Status {
+    match e {
+        AuthError::RootUserNotExist => ROOT_USER_NOT_EXIST,
+        AuthError::RootRoleNotExist => ROOT_ROLE_NOT_EXIST,
+        AuthError::UserAlreadyExist => USER_ALREADY_EXIST,
+        AuthError::UserEmpty => USER_EMPTY,
+        AuthError::UserNotFound => USER_NOT_FOUND,
+        AuthError::RoleAlreadyExist => ROLE_ALREADY_EXIST,
+        AuthError::RoleNotFound => ROLE_NOT_FOUND,
+        AuthError::RoleEmpty => ROLE_EMPTY,
+        AuthError::AuthFailed => AUTH_FAILED,
+        AuthError::NoPasswordUser => NO_PASSWORD_USER,
+        AuthError::PermissionNotGiven => PERMISSION_NOT_GIVEN,
+        AuthError::PermissionDenied => PERMISSION_DENIED,
+        AuthError::RoleNotGranted => ROLE_NOT_GRANTED,
+        AuthError::PermissionNotGranted => PERMISSION_NOT_GRANTED,
+        AuthError::AuthNotEnabled => AUTH_NOT_ENABLED,
+        AuthError::InvalidAuthToken => INVALID_AUTH_TOKEN,
+        AuthError::InvalidAuthMgmt => INVALID_AUTH_MGMT,
+        AuthError::AuthOldRevision => AUTH_OLD_REVISION,
+    }
+    .status()
+}
+
+impl From<AuthError> for Status {
+    fn from(e: AuthError) -> Self {
+        auth_status(e)
+    }
+}
+
 /// The gRPC status for a member error surfaced to a client.
 pub fn member_status(e: &MemberError) -> Status {
     match e {
@@ -110,6 +161,7 @@ pub fn member_status(e: &MemberError) -> Status {
         MemberError::TransferTimeout => LEADER_TRANSFER_TIMEOUT.status(),
         MemberError::Timeout => REQUEST_TIMEOUT.status(),
         MemberError::TimeoutLeaderFail => REQUEST_TIMEOUT_LEADER_FAIL.status(),
+        MemberError::Auth(a) => auth_status(*a),
         other => {
             tracing::error!(error = %other, "member failure while serving a request");
             STOPPED.status()

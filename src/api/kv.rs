@@ -1,7 +1,9 @@
 //! The KV service: Range, Put, DeleteRange, Txn, Compact.
 
+use super::caller::Credentials;
 use tonic::{Request, Response, Status};
 
+use super::caller::{self, ReadCheck};
 use super::check::{
     check_delete, check_put, check_range, check_txn, is_txn_read_only, is_txn_serializable,
 };
@@ -27,8 +29,9 @@ impl KvService {
         }
     }
 
-    async fn propose(&self, req: Internal) -> Result<Applied, Status> {
-        Ok(self.member.propose(req).await?)
+    /// Proposes a client's write as its sender (see `api::caller`).
+    async fn propose(&self, cred: &Credentials, req: Internal) -> Result<Applied, Status> {
+        caller::propose(&self.member, cred, req).await
     }
 }
 
@@ -43,12 +46,15 @@ impl Kv for KvService {
         &self,
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
+        let auth = ReadCheck::new(&self.member, &Credentials::of(&request)).await?;
         let r = request.into_inner();
         check_range(&r)?;
+        auth.read(&r.key, &r.range_end)?;
         if !r.serializable {
             self.member.read_index().await?;
         }
         let (res, rev) = self.member.store().range(&r)?;
+        auth.still_valid(&self.member)?;
         crate::metrics::METRICS.range_total.inc();
         Ok(Response::new(RangeResponse {
             header: header_at(&self.member, rev),
@@ -59,9 +65,9 @@ impl Kv for KvService {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         check_put(&r)?;
-        match self.propose(Internal::Put(r)).await? {
+        match self.propose(&cred, Internal::Put(r)).await? {
             Applied::Put(mut resp) => {
                 fill_header(&self.member, &mut resp.header);
                 Ok(Response::new(resp))
@@ -74,9 +80,9 @@ impl Kv for KvService {
         &self,
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         check_delete(&r)?;
-        match self.propose(Internal::DeleteRange(r)).await? {
+        match self.propose(&cred, Internal::DeleteRange(r)).await? {
             Applied::DeleteRange(mut resp) => {
                 fill_header(&self.member, &mut resp.header);
                 Ok(Response::new(resp))
@@ -86,19 +92,22 @@ impl Kv for KvService {
     }
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         check_txn(&r, self.max_txn_ops)?;
         if is_txn_read_only(&r) {
+            let auth = ReadCheck::new(&self.member, &cred).await?;
+            crate::auth::check::check_txn(&auth.permits()?, &r, &|_| Vec::new())?;
             if !is_txn_serializable(&r) {
                 self.member.read_index().await?;
             }
             let mut resp = self.member.store().read_txn(&r)?;
+            auth.still_valid(&self.member)?;
             crate::metrics::METRICS.txn_total.inc();
             crate::metrics::count_txn_ops(&resp.responses);
             fill_header(&self.member, &mut resp.header);
             return Ok(Response::new(resp));
         }
-        match self.propose(Internal::Txn(r)).await? {
+        match self.propose(&cred, Internal::Txn(r)).await? {
             Applied::Txn(mut resp) => {
                 fill_header(&self.member, &mut resp.header);
                 Ok(Response::new(resp))
@@ -111,8 +120,8 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        let r = request.into_inner();
-        match self.propose(Internal::Compaction(r)).await? {
+        let (cred, r) = Credentials::split(request);
+        match self.propose(&cred, Internal::Compaction(r)).await? {
             Applied::Compaction(mut resp) => {
                 fill_header(&self.member, &mut resp.header);
                 Ok(Response::new(resp))

@@ -4,9 +4,11 @@
 
 use std::pin::Pin;
 
+use super::caller::Credentials;
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::caller::{self, ReadCheck};
 use super::{fill_header, header_at};
 use crate::member::{Applied, Handle};
 use crate::proto::concordpb::internal_request::Request as Internal;
@@ -85,18 +87,15 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         let ttl = self.member.lease_effective_ttl(r.ttl)?;
         let id = if r.id == 0 {
             self.member.next_lease_id()
         } else {
             r.id
         };
-        match self
-            .member
-            .propose(Internal::LeaseGrant(LeaseGrantRequest { id, ttl }))
-            .await?
-        {
+        let grant = Internal::LeaseGrant(LeaseGrantRequest { id, ttl });
+        match caller::propose(&self.member, &cred, grant).await? {
             Applied::LeaseGrant(mut resp) => {
                 fill_header(&self.member, &mut resp.header);
                 Ok(Response::new(resp))
@@ -109,8 +108,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let r = request.into_inner();
-        match self.member.propose(Internal::LeaseRevoke(r)).await? {
+        let (cred, r) = Credentials::split(request);
+        // The applier checks write permission on every attached key.
+        match caller::propose(&self.member, &cred, Internal::LeaseRevoke(r)).await? {
             Applied::LeaseRevoke(mut resp) => {
                 fill_header(&self.member, &mut resp.header);
                 Ok(Response::new(resp))
@@ -132,8 +132,18 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let r = request.into_inner();
-        let resp = match self.member.lease_time_to_live(r.id, r.keys) {
+        let (cred, r) = Credentials::split(request);
+        let auth = ReadCheck::new(&self.member, &cred).await?;
+        let found = self.member.lease_time_to_live(r.id, r.keys);
+        if r.keys {
+            // etcd 3.5: the keys are shown only to whom may read them all.
+            let permits = auth.permits()?;
+            for k in found.iter().flat_map(|(_, _, keys)| keys) {
+                permits.check(crate::auth::Access::Read, k, &[])?;
+            }
+            auth.still_valid(&self.member)?;
+        }
+        let resp = match found {
             Some((ttl, granted_ttl, keys)) => LeaseTimeToLiveResponse {
                 header: header_at(&self.member, 0),
                 id: r.id,

@@ -2,6 +2,7 @@
 //! waiters served in the order they asked (the create revision of their
 //! key). etcd's `concurrency.Mutex`, run in the server.
 
+use super::caller::Credentials;
 use tonic::{Request, Response, Status};
 
 use super::concurrency::{
@@ -30,7 +31,7 @@ impl LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        let r = request.into_inner();
+        let (cred, r) = Credentials::split(request);
         let m = &self.member;
         let mut prefix = r.name.clone();
         prefix.push(b'/');
@@ -41,7 +42,7 @@ impl Lock for LockService {
             success: vec![op_put(&key, b"", r.lease), op_get(first_created(&prefix))],
             failure: vec![op_get(key_get(&key)), op_get(first_created(&prefix))],
         };
-        let resp = txn(m, t).await?;
+        let resp = txn(m, &cred, t).await?;
         let cleanup = CleanupOnDrop::new(m.clone(), key.clone());
         let my_rev = if resp.succeeded {
             revision_of(&resp)
@@ -54,10 +55,10 @@ impl Lock for LockService {
             .first()
             .map_or(0, |kv| kv.create_revision);
         if owner_rev != my_rev {
-            wait_deletes(m, &prefix, my_rev - 1).await?;
+            wait_deletes(m, &cred, &prefix, my_rev - 1).await?;
         }
         // The lease may have expired while waiting: then the key is gone.
-        let mine = range(m, &key_get(&key)).await?;
+        let mine = range(m, &cred, &key_get(&key)).await?;
         if mine.kvs.is_empty() {
             cleanup.disarm();
             return Err(Status::unknown(SESSION_EXPIRED));
@@ -73,8 +74,8 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
-        let r = request.into_inner();
-        let rev = delete(&self.member, &r.key).await?;
+        let (cred, r) = Credentials::split(request);
+        let rev = delete(&self.member, &cred, &r.key).await?;
         Ok(Response::new(UnlockResponse {
             header: header_at(&self.member, rev),
         }))

@@ -3,9 +3,11 @@
 
 use std::pin::Pin;
 
+use super::caller::Credentials;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::caller::require_admin;
 use super::{header_at, SERVER_VERSION};
 use crate::member::Handle;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
@@ -33,7 +35,16 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, _: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        request: Request<AlarmRequest>,
+    ) -> Result<Response<AlarmResponse>, Status> {
+        // Listing is open; raising or disarming an alarm needs root.
+        if request.get_ref().action
+            != crate::proto::etcdserverpb::alarm_request::AlarmAction::Get as i32
+        {
+            require_admin(&self.member, &Credentials::of(&request)).await?;
+        }
         Ok(Response::new(AlarmResponse {
             header: header_at(&self.member, self.current()),
             alarms: Vec::new(),
@@ -59,15 +70,17 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         // The LSM reclaims space by its own compactions; nothing to do.
         Ok(Response::new(DefragmentResponse {
             header: header_at(&self.member, self.current()),
         }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         let h = self.member.store().hash_kv(0)?;
         Ok(Response::new(HashResponse {
             header: header_at(&self.member, h.current_revision),
@@ -79,6 +92,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         let h = self.member.store().hash_kv(request.into_inner().revision)?;
         Ok(Response::new(HashKvResponse {
             header: header_at(&self.member, h.current_revision),
@@ -91,8 +105,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         Err(Status::unimplemented(
             "etcdserver: snapshot is not implemented by concord yet",
         ))
@@ -102,6 +117,7 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        require_admin(&self.member, &Credentials::of(&request)).await?;
         let target = request.into_inner().target_id;
         self.member.move_leader(target).await?;
         Ok(Response::new(MoveLeaderResponse {

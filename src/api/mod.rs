@@ -2,6 +2,8 @@
 //! store reads, validates them as etcd's gRPC layer does, and answers with
 //! etcd's headers and errors. Knows nothing of storage engines.
 
+pub mod auth;
+pub mod caller;
 pub mod check;
 pub mod cluster;
 pub mod concurrency;

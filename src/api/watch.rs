@@ -8,16 +8,18 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::caller::Credentials;
 use futures::{Stream, StreamExt};
 use prost::Message as _;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::caller::ReadCheck;
 use super::header_at;
 use crate::member::Handle;
 use crate::proto::etcdserverpb::watch_server::Watch;
 use crate::proto::etcdserverpb::{
-    watch_request::RequestUnion, RangeRequest, WatchRequest, WatchResponse,
+    watch_request::RequestUnion, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::proto::mvccpb::{event::EventType, Event};
 use crate::watch::{Outgoing, StreamGuard, WatchHub, STREAM_BUFFER_RESPONSES_MAX};
@@ -33,14 +35,20 @@ impl WatchService {
 
     /// One watch stream over any stream of requests (gRPC's, or the JSON
     /// gateway's): the responses, until the client goes.
-    pub fn open<S>(&self, inbound: S) -> ResponseStream
+    /// `cred` is the stream's metadata: its token names the sender whose
+    /// read permission each watch needs when it is created.
+    pub fn open<S>(&self, cred: Credentials, inbound: S) -> ResponseStream
     where
         S: Stream<Item = Result<WatchRequest, Status>> + Unpin + Send + 'static,
     {
         let hub = self.member.watch_hub().clone();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER_RESPONSES_MAX);
         let stream = hub.open_stream(tx.clone());
-        tokio::spawn(receive(inbound, hub.clone(), stream, tx));
+        let sender = Sender {
+            member: self.member.clone(),
+            cred,
+        };
+        tokio::spawn(receive(inbound, hub.clone(), stream, tx, sender));
         let guard = StreamGuard::new(hub, stream);
         let member = self.member.clone();
         let out =
@@ -67,7 +75,44 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(self.open(request.into_inner())))
+        let (cred, inbound) = Credentials::split(request);
+        Ok(Response::new(self.open(cred, inbound)))
+    }
+}
+
+/// Who opened a watch stream.
+struct Sender {
+    member: Handle,
+    cred: Credentials,
+}
+
+impl Sender {
+    /// Read permission on the watched range, checked once, when a watch
+    /// is created (as etcd: later changes do not stop a watch).
+    async fn may_watch(&self, c: &WatchCreateRequest) -> Result<(), Status> {
+        if !self.member.auth().enabled() {
+            return Ok(());
+        }
+        let check = ReadCheck::new(&self.member, &self.cred).await?;
+        // etcd reads an empty key as "\0".
+        let key: &[u8] = if c.key.is_empty() { b"\0" } else { &c.key };
+        check.read(key, &c.range_end)
+    }
+}
+
+/// A refused watch's cancel reason: the whole gRPC error text, as etcd
+/// sends it (clientv3 compares it to decide whether to authenticate again
+/// and retry).
+fn refusal(status: &Status) -> &'static str {
+    use super::error::{AUTH_OLD_REVISION, INVALID_AUTH_TOKEN, USER_EMPTY};
+    if status.message() == INVALID_AUTH_TOKEN.message {
+        "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token"
+    } else if status.message() == USER_EMPTY.message {
+        "rpc error: code = InvalidArgument desc = etcdserver: user name is empty"
+    } else if status.message() == AUTH_OLD_REVISION.message {
+        "rpc error: code = InvalidArgument desc = etcdserver: revision of auth store is old"
+    } else {
+        "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
     }
 }
 
@@ -78,22 +123,32 @@ async fn receive(
     hub: Arc<WatchHub>,
     stream: u64,
     tx: mpsc::Sender<Outgoing>,
+    sender: Sender,
 ) {
     while let Some(Ok(req)) = inbound.next().await {
         let sent = match req.request_union {
-            Some(RequestUnion::CreateRequest(c)) => match hub.create(stream, &c) {
-                Ok((watch_id, revision)) => {
-                    let ok = tx.send(Outgoing::Created { watch_id, revision }).await;
-                    hub.announce(stream, watch_id);
-                    ok
-                }
-                Err((e, revision)) => {
+            Some(RequestUnion::CreateRequest(c)) => match sender.may_watch(&c).await {
+                Err(e) => {
                     tx.send(Outgoing::Refused {
-                        revision,
-                        reason: e.reason(),
+                        revision: sender.member.store().current_revision(),
+                        reason: refusal(&e),
                     })
                     .await
                 }
+                Ok(()) => match hub.create(stream, &c) {
+                    Ok((watch_id, revision)) => {
+                        let ok = tx.send(Outgoing::Created { watch_id, revision }).await;
+                        hub.announce(stream, watch_id);
+                        ok
+                    }
+                    Err((e, revision)) => {
+                        tx.send(Outgoing::Refused {
+                            revision,
+                            reason: e.reason(),
+                        })
+                        .await
+                    }
+                },
             },
             Some(RequestUnion::CancelRequest(c)) => match hub.cancel(stream, c.watch_id) {
                 Some(revision) => {

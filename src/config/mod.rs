@@ -222,6 +222,10 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     /// `--experimental-initial-corrupt-check`.
     pub initial_corrupt_check: bool,
+    /// `--bcrypt-cost` of new passwords (4 to 31).
+    pub bcrypt_cost: u32,
+    /// `--auth-token-ttl`: how long a simple token lives since its last use.
+    pub auth_token_ttl: std::time::Duration,
     /// How the member finds its cluster the first time it starts.
     pub discovery: Discovery,
     /// Flags given that concord may ignore: (flag, value, why).
@@ -648,6 +652,21 @@ impl Config {
                 "experimental-initial-corrupt-check",
                 &get("experimental-initial-corrupt-check"),
             )?,
+            bcrypt_cost: {
+                let cost: u32 = parse_num("bcrypt-cost", &get("bcrypt-cost"))?;
+                if !(4..=31).contains(&cost) {
+                    return Err(ConfigError::InvalidValue {
+                        flag: "bcrypt-cost".into(),
+                        value: cost.to_string(),
+                        why: "must be from 4 to 31".into(),
+                    });
+                }
+                cost
+            },
+            auth_token_ttl: std::time::Duration::from_secs(parse_num(
+                "auth-token-ttl",
+                &get("auth-token-ttl"),
+            )?),
             discovery,
             peer_tls,
             client_tls,
@@ -810,7 +829,6 @@ mod tests {
             ("--client-crl-file /crl.pem", "--client-crl-file"),
             ("--peer-crl-file /crl.pem", "--peer-crl-file"),
             ("--cipher-suites TLS_AES_128_GCM_SHA256", "--cipher-suites"),
-            ("--auth-token simple", "--auth-token"),
             (
                 "--auth-token jwt,pub-key=a,priv-key=b,sign-method=RS256",
                 "--auth-token",

@@ -25,6 +25,7 @@ pub fn routes(member: Handle, cfg: &crate::config::Config) -> axum::Router {
             member,
             cfg.max_txn_ops,
             cfg.max_concurrent_streams,
+            cfg.bcrypt_cost,
         ))
     } else {
         r

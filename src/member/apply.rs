@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use prost::Message;
 
+use super::apply_auth::{self, AuthEffect};
 use super::{Member, MemberError, META_APPLIED_INDEX};
 use crate::lease::LeaseError;
 use crate::metrics::METRICS;
@@ -36,6 +37,10 @@ pub enum Applied {
     LeaseRevoke(LeaseRevokeResponse),
     LeaseCheckpoint(LeaseCheckpointResponse),
     MemberAttributes,
+    /// An auth change; an Authenticate's token.
+    Auth {
+        token: String,
+    },
     /// The membership after a change.
     Members(Vec<crate::proto::etcdserverpb::Member>),
 }
@@ -120,6 +125,13 @@ fn is_lease_request(r: &Request) -> bool {
     )
 }
 
+/// Requests applied in a group of their own: a lease request (a revoke
+/// must see every key attached before it) and an auth change (requests
+/// after it are checked against the new state).
+fn is_alone(r: &Request) -> bool {
+    is_lease_request(r) || matches!(r, Request::Auth(_))
+}
+
 /// One request's result, waiting for its group to be written.
 struct Done {
     id: u64,
@@ -150,9 +162,22 @@ impl Member {
             };
             let alone = match &item {
                 Item::ConfChange(_) => true,
-                Item::Request(r) => r.request.as_ref().is_some_and(is_lease_request),
+                Item::Request(r) => r.request.as_ref().is_some_and(is_alone),
                 Item::Noop => false,
             };
+            // A permission check that reads lease attachments needs the
+            // earlier groups' attachments known to the lessor.
+            let fresh = match &item {
+                Item::Request(r) => {
+                    r.header.is_some()
+                        && r.request.as_ref().is_some_and(apply_auth::reads_lease_keys)
+                        && self.shared.auth().enabled()
+                }
+                _ => false,
+            };
+            if fresh {
+                self.apply_group(std::mem::take(&mut group))?;
+            }
             if alone {
                 self.apply_group(std::mem::take(&mut group))?;
                 self.apply_group(vec![(e.index, item)])?;
@@ -174,12 +199,16 @@ impl Member {
         let lease_exists = |id: i64| shared.lessor().contains(id);
         let mut w = store.writer(&lease_exists);
         let mut done = Vec::with_capacity(group.len());
-        for (_, item) in &group {
-            let (id, request) = match item {
+        let auth = self.shared.auth();
+        // An auth change (alone in its group) takes effect once written.
+        let mut auth_effect: Option<AuthEffect> = None;
+        for (index, item) in &group {
+            let (id, request, header) = match item {
                 Item::Request(InternalRequest {
                     id,
                     request: Some(request),
-                }) => (id, request),
+                    header,
+                }) => (id, request, header.as_ref()),
                 Item::ConfChange(cc) => {
                     if let Some(d) = self.apply_conf_change(w.batch_mut(), cc)? {
                         done.push(d);
@@ -192,7 +221,19 @@ impl Member {
                 Request::Compaction(c) if c.physical => Some(c.revision),
                 _ => None,
             };
-            let outcome = if let Request::MemberAttributes(a) = request {
+            let checked = if auth.enabled() && header.is_some() {
+                let lessor = self.shared.lessor();
+                apply_auth::check(&auth, header, request, &lessor)
+            } else {
+                Ok(())
+            };
+            let outcome = if let Err(e) = checked {
+                Err(MemberError::Auth(e))
+            } else if let Request::Auth(a) = request {
+                let (outcome, effect) = self.apply_auth(w.batch_mut(), &auth, *index, a);
+                auth_effect = effect;
+                outcome
+            } else if let Request::MemberAttributes(a) = request {
                 self.apply_member_attributes(w.batch_mut(), a);
                 Ok(Applied::MemberAttributes)
             } else if let Request::MemberUpdate(u) = request {
@@ -216,6 +257,9 @@ impl Member {
         self.truncate_log(w.batch_mut(), last);
         let committed = crate::metrics::time(&METRICS.backend_commit, || w.commit())?;
         self.shared.applied.store(last, Ordering::Release);
+        if let Some(effect) = auth_effect {
+            self.auth_took_effect(effect);
+        }
         {
             let mut lessor = self.shared.lessor();
             for c in &committed.changes {

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::*;
 use crate::metrics::METRICS;
+use crate::proto::concordpb::RequestHeader;
 
 /// The client side of a member: cheap to clone, usable from any task.
 #[derive(Clone)]
@@ -62,6 +63,22 @@ impl Handle {
 
     /// Sets how this member reaches other members' client URLs (https
     /// ones need client TLS); only the first call counts.
+    /// The auth state as of the last applied auth change.
+    pub fn auth(&self) -> Arc<AuthState> {
+        self.shared.auth()
+    }
+
+    /// The user of a live simple token (its TTL starts again).
+    pub fn token_user(&self, token: &str) -> Option<String> {
+        let now = self.shared.now();
+        self.shared.tokens().user(token, now)
+    }
+
+    /// The applied index (a token names the index it was assigned at).
+    pub fn applied_index(&self) -> u64 {
+        self.shared.applied.load(Ordering::Acquire)
+    }
+
     pub fn set_client_dialer(&self, dialer: crate::transport::Dialer) {
         let _ = self.shared.client_dialer.set(dialer);
     }
@@ -106,6 +123,17 @@ impl Handle {
         &self,
         request: internal_request::Request,
     ) -> Result<Applied, MemberError> {
+        self.propose_as(None, request).await
+    }
+
+    /// [`Handle::propose`] for a client: the applier checks the sender's
+    /// permissions at the auth revision in `header` (etcd's apply-time
+    /// check; `None` is the member's own request, never checked).
+    pub async fn propose_as(
+        &self,
+        header: Option<RequestHeader>,
+        request: internal_request::Request,
+    ) -> Result<Applied, MemberError> {
         if self.shared.stopped.load(Ordering::Acquire) {
             return Err(MemberError::Stopped);
         }
@@ -113,6 +141,7 @@ impl Handle {
         let data = InternalRequest {
             id,
             request: Some(request),
+            header,
         }
         .encode_to_vec();
         if data.len() > self.shared.cfg.max_request_bytes {

@@ -21,6 +21,7 @@
 //! retry after a failed fsync).
 
 pub mod apply;
+mod apply_auth;
 mod handle;
 pub mod snapshot;
 
@@ -34,6 +35,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{AuthState, SimpleTokens};
 use crate::cluster::{Bootstrap, ClusterError, Membership};
 use crate::lease::{LeaseError, Lessor};
 use crate::metrics::METRICS;
@@ -100,6 +102,8 @@ pub enum MemberError {
     TransferTimeout,
     #[error("the member has been permanently removed from the cluster")]
     Removed,
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// Limits and knobs of a member.
@@ -127,6 +131,9 @@ pub struct MemberConfig {
     pub pre_vote: bool,
     /// Seed of raft's election timeout randomisation.
     pub raft_seed: u64,
+    /// How long a simple auth token lives since its last use
+    /// (`--auth-token-ttl`).
+    pub auth_token_ttl: Duration,
     /// Simulated clock drift: this member's clock runs at this rate of the
     /// simulation's time (its ticks come that much more often and lease
     /// time passes that much faster). Simulations only.
@@ -157,6 +164,7 @@ impl Default for MemberConfig {
             heartbeat_interval: Duration::from_millis(100),
             request_timeout: Duration::from_millis(7000),
             raft_seed: 0,
+            auth_token_ttl: Duration::from_secs(300),
             pre_vote: true,
             #[cfg(madsim)]
             clock_rate: 1.0,
@@ -177,6 +185,10 @@ struct Shared {
     store: Arc<Store>,
     watch: Arc<WatchHub>,
     lessor: Mutex<Lessor>,
+    /// The replicated auth state, replaced whole by the applier.
+    auth: RwLock<Arc<AuthState>>,
+    /// Simple tokens this member knows (assigned when applied).
+    tokens: Mutex<SimpleTokens>,
     /// The member's monotonic clock origin (lease deadlines count from it).
     clock: tokio::time::Instant,
     membership: RwLock<Membership>,
@@ -198,6 +210,18 @@ struct Shared {
 impl Shared {
     fn lessor(&self) -> MutexGuard<'_, Lessor> {
         self.lessor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn auth(&self) -> Arc<AuthState> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_auth(&self, state: AuthState) {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, SimpleTokens> {
+        self.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn membership(&self) -> Membership {
@@ -417,9 +441,12 @@ impl Member {
         if crate::planted::active(crate::planted::Bug::SkipWatchEvents) {
             watch.plant_skip_bug();
         }
+        let auth = AuthState::load(backend.as_ref())?;
         let shared = Arc::new(Shared {
             watch,
             lessor: Mutex::new(lessor),
+            auth: RwLock::new(Arc::new(auth)),
+            tokens: Mutex::new(SimpleTokens::new(cfg.auth_token_ttl)),
             clock,
             store,
             next_id: AtomicU64::new(first_request_id(membership.local_id)),
@@ -786,6 +813,8 @@ impl Member {
             }
         }
         *self.shared.membership_mut() = membership;
+        self.shared
+            .set_auth(AuthState::load(self.backend.as_ref())?);
         {
             let mut lessor = self.shared.lessor();
             let primary = lessor.is_primary();
@@ -901,6 +930,7 @@ impl Member {
         let data = InternalRequest {
             id,
             request: Some(request),
+            header: None,
         }
         .encode_to_vec();
         self.node.propose(data).map_err(proposal_error)

@@ -28,6 +28,7 @@ use serde::Serialize;
 use tonic::Status;
 
 use super::go_error;
+use crate::api::auth::AuthService;
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
@@ -36,6 +37,7 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::watch::WatchService;
 use crate::member::Handle;
+use crate::proto::etcdserverpb::auth_server::Auth;
 use crate::proto::etcdserverpb::cluster_server::Cluster;
 use crate::proto::etcdserverpb::kv_server::Kv;
 use crate::proto::etcdserverpb::lease_server::Lease;
@@ -52,6 +54,7 @@ struct Services {
     watch: WatchService,
     lock: LockService,
     election: ElectionService,
+    auth: AuthService,
     /// Largest request message (gRPC's limit, `--max-request-bytes` +
     /// 512 KiB).
     max_message: usize,
@@ -69,7 +72,12 @@ fn max_body(max_message: usize) -> usize {
 /// share that connection's `--max-concurrent-streams`: a call beyond it
 /// waits until one ends (a stream holds its place until its response
 /// ends).
-pub fn routes(member: Handle, max_txn_ops: usize, max_concurrent_streams: u32) -> Router {
+pub fn routes(
+    member: Handle,
+    max_txn_ops: usize,
+    max_concurrent_streams: u32,
+    bcrypt_cost: u32,
+) -> Router {
     let max_message = crate::api::max_recv_bytes(member.config().max_request_bytes);
     let s = Arc::new(Services {
         kv: KvService::new(member.clone(), max_txn_ops),
@@ -78,7 +86,8 @@ pub fn routes(member: Handle, max_txn_ops: usize, max_concurrent_streams: u32) -
         maintenance: MaintenanceService::new(member.clone()),
         watch: WatchService::new(member.clone()),
         lock: LockService::new(member.clone()),
-        election: ElectionService::new(member),
+        election: ElectionService::new(member.clone()),
+        auth: AuthService::new(member, bcrypt_cost),
         max_message,
     });
     let mut r = Router::new();
@@ -130,11 +139,23 @@ pub fn routes(member: Handle, max_txn_ops: usize, max_concurrent_streams: u32) -
         unary!("/election/proclaim", election, proclaim);
         unary!("/election/leader", election, leader);
         unary!("/election/resign", election, resign);
-        // The Auth service is not served yet: gRPC's answer.
-        r = r.route(
-            &format!("{prefix}/auth/{{*method}}"),
-            any(|| async { error(&Status::unimplemented("unknown service etcdserverpb.Auth")) }),
-        );
+        unary!("/auth/enable", auth, auth_enable);
+        unary!("/auth/disable", auth, auth_disable);
+        unary!("/auth/status", auth, auth_status);
+        unary!("/auth/authenticate", auth, authenticate);
+        unary!("/auth/user/add", auth, user_add);
+        unary!("/auth/user/get", auth, user_get);
+        unary!("/auth/user/list", auth, user_list);
+        unary!("/auth/user/delete", auth, user_delete);
+        unary!("/auth/user/changepw", auth, user_change_password);
+        unary!("/auth/user/grant", auth, user_grant_role);
+        unary!("/auth/user/revoke", auth, user_revoke_role);
+        unary!("/auth/role/add", auth, role_add);
+        unary!("/auth/role/get", auth, role_get);
+        unary!("/auth/role/list", auth, role_list);
+        unary!("/auth/role/delete", auth, role_delete);
+        unary!("/auth/role/grant", auth, role_grant_permission);
+        unary!("/auth/role/revoke", auth, role_revoke_permission);
         r = stream::routes(r, prefix, &s);
         // grpc-gateway's answer to a path that is not a method.
         r = r.route(

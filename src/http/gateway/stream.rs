@@ -26,22 +26,23 @@ use serde::Serialize;
 use tonic::Status;
 
 use super::{error, go_error, http_status, json, max_body, read_body, Services};
+use crate::api::caller::Credentials;
 use crate::proto::etcdserverpb::maintenance_server::Maintenance;
 use crate::proto::v3electionpb::election_server::Election;
 
 /// Adds the stream routes under `prefix`.
 pub(super) fn routes(mut r: Router, prefix: &str, s: &Arc<Services>) -> Router {
     let svc = s.clone();
-    r =
-        r.route(
-            &format!("{prefix}/watch"),
-            any(move |method: Method, body: Body| {
-                let s = svc.clone();
-                async move {
-                    client_stream(method, body, s.max_message, |reqs| s.watch.open(reqs)).await
-                }
-            }),
-        );
+    r = r.route(
+        &format!("{prefix}/watch"),
+        any(move |method: Method, headers: HeaderMap, body: Body| {
+            let s = svc.clone();
+            async move {
+                let cred = Credentials::of(&super::metadata(&headers, ()));
+                client_stream(method, body, s.max_message, |reqs| s.watch.open(cred, reqs)).await
+            }
+        }),
+    );
     let svc = s.clone();
     r = r.route(
         &format!("{prefix}/lease/keepalive"),
