@@ -45,6 +45,8 @@ pub enum ServerError {
     Discovery(#[from] node::DiscoverError),
     #[error(transparent)]
     Corrupt(#[from] crate::corrupt::CorruptError),
+    #[error(transparent)]
+    Jwt(#[from] crate::auth::jwt::JwtError),
 }
 
 /// Runs a member with its client listeners until `shutdown` resolves (or the
@@ -67,6 +69,20 @@ pub async fn run(
     if let crate::config::Discovery::V3(d) = &cfg.discovery {
         crate::tls::discovery_client_config(d)?;
     }
+    let jwt = match &cfg.auth_token {
+        crate::config::AuthToken::Simple => None,
+        crate::config::AuthToken::Jwt {
+            pub_key,
+            priv_key,
+            sign_method,
+            ttl,
+        } => Some(Arc::new(crate::auth::jwt::JwtTokens::load(
+            pub_key.as_deref(),
+            priv_key.as_deref(),
+            sign_method,
+            *ttl,
+        )?)),
+    };
     let backend: Arc<dyn Backend> = Arc::new(FjallBackend::open(&cfg.data_dir)?);
     tracing::info!(took_ms = t0.elapsed().as_millis() as u64, "storage opened");
     let peer_tls = peer_tls(&cfg)?;
@@ -75,7 +91,8 @@ pub async fn run(
         Some(identity) => Dialer::with_tls(identity)?,
         None => Dialer::plain(),
     };
-    let member_cfg = node::member_config(&cfg);
+    let mut member_cfg = node::member_config(&cfg);
+    member_cfg.jwt = jwt;
     let request_timeout = member_cfg.request_timeout;
     let t1 = std::time::Instant::now();
     let mut bootstrap = node::bootstrap_of(&cfg);

@@ -97,9 +97,8 @@ pub async fn sender(member: &Handle, cred: &Credentials) -> Result<Option<AuthIn
         }));
     };
     for attempt in 0..2 {
-        let revision = member.auth().revision();
-        if let Some(username) = member.token_user(tok) {
-            return Ok(Some(AuthInfo { username, revision }));
+        if let Some(info) = member.token_info(tok) {
+            return Ok(Some(info));
         }
         match token::token_index(tok) {
             Some(index) if attempt == 0 && index > member.applied_index() => {
@@ -138,7 +137,13 @@ pub async fn propose(
             .await
         {
             Err(MemberError::Auth(AuthError::AuthOldRevision)) => {
-                info = sender(member, cred).await?;
+                let again = sender(member, cred).await?;
+                // A JWT names the revision it was signed at: the client
+                // must authenticate again.
+                if again == info {
+                    return Err(error::AUTH_OLD_REVISION.status());
+                }
+                info = again;
             }
             r => return Ok(r?),
         }

@@ -81,6 +81,7 @@ etcd_errors! {
     AUTH_OLD_REVISION = InvalidArgument, "etcdserver: revision of auth store is old";
     // Outside etcd's map: code Unknown with the internal message.
     NO_PASSWORD_USER = Unknown, "auth: authentication failed, password was given for no password user";
+    VERIFY_ONLY = Unknown, "auth: token signing attempted with verify-only key";
     // Not an etcd error: concord limits user keys (see mvcc::USER_KEY_BYTES_MAX).
     KEY_TOO_LARGE = InvalidArgument, "etcdserver: key is too large";
 }
@@ -137,6 +138,7 @@ pub fn auth_status(e: AuthError) -> Status {
         AuthError::InvalidAuthToken => INVALID_AUTH_TOKEN,
         AuthError::InvalidAuthMgmt => INVALID_AUTH_MGMT,
         AuthError::AuthOldRevision => AUTH_OLD_REVISION,
+        AuthError::VerifyOnly => VERIFY_ONLY,
     }
     .status()
 }

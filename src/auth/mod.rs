@@ -11,8 +11,11 @@
 //! - `perms`: a user's merged permissions as interval unions (etcd's range
 //!   permission cache)
 //! - `token`: simple tokens (etcd's `simple_token.go`)
+//! - `jwt`: JSON web tokens (etcd's `jwt.go`)
 
 pub mod check;
+#[cfg(not(madsim))]
+pub mod jwt;
 pub mod perms;
 pub mod state;
 pub mod token;
@@ -72,4 +75,6 @@ pub enum AuthError {
     InvalidAuthMgmt,
     #[error("revision of auth store is old")]
     AuthOldRevision,
+    #[error("token signing attempted with verify-only key")]
+    VerifyOnly,
 }

@@ -244,7 +244,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     f("tls-min-version", Text, "TLS1.2", Security, Only(&["TLS1.2"])),
     f("tls-max-version", Text, "", Security, Only(&["", "TLS1.3"])),
     // Auth (concord has no Auth service yet).
-    f("auth-token", Text, "simple", Security, Only(&["simple"])),
+    f("auth-token", Text, "simple", Security, Implemented),
     f("bcrypt-cost", Text, "10", Security, Implemented),
     f("auth-token-ttl", Text, "300", Security, Implemented),
     // Profiling and monitoring.

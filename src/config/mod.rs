@@ -222,6 +222,8 @@ pub struct Config {
     pub snapshot_catchup_entries: u64,
     /// `--experimental-initial-corrupt-check`.
     pub initial_corrupt_check: bool,
+    /// `--auth-token`: simple tokens, or JWT with its options.
+    pub auth_token: AuthToken,
     /// `--bcrypt-cost` of new passwords (4 to 31).
     pub bcrypt_cost: u32,
     /// `--auth-token-ttl`: how long a simple token lives since its last use.
@@ -256,6 +258,104 @@ fn default_of(flag: &str) -> String {
     flags::lookup(flag)
         .map(|f| f.default.to_string())
         .unwrap_or_default()
+}
+
+/// `--auth-token`: how auth tokens are made (etcd's token providers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthToken {
+    /// Random tokens each member remembers (the default).
+    Simple,
+    /// Signed JSON web tokens: `jwt,pub-key=FILE,priv-key=FILE,sign-method=ALG[,ttl=DURATION]`.
+    Jwt {
+        /// Public key or certificate (PEM); with RS/PS/ES methods.
+        pub_key: Option<PathBuf>,
+        /// Private key (PEM), or the secret of an HS method; without it the
+        /// member only verifies tokens.
+        priv_key: Option<PathBuf>,
+        sign_method: String,
+        /// 5 minutes unless given.
+        ttl: std::time::Duration,
+    },
+}
+
+/// The signing methods etcd 3.5 accepts for JWT, but ES512 (the JWT
+/// library concord uses has no P-521).
+pub const JWT_SIGN_METHODS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "HS256", "HS384",
+    "HS512",
+];
+
+/// etcd's `--auth-token` syntax (`auth/store.go` decomposeOpts), refusing
+/// what etcd would only warn about (an unknown option).
+pub fn parse_auth_token(v: &str) -> Result<AuthToken, ConfigError> {
+    let bad = |why: String| ConfigError::InvalidValue {
+        flag: "auth-token".into(),
+        value: v.into(),
+        why,
+    };
+    let mut fields = v.split(',');
+    match fields.next().unwrap_or_default() {
+        "simple" => {
+            if fields.next().is_some() {
+                return Err(bad("simple tokens take no options".into()));
+            }
+            return Ok(AuthToken::Simple);
+        }
+        "jwt" => {}
+        "" => {
+            return Err(bad(
+                "an empty token type (etcd's nop provider) is not supported; use simple or jwt"
+                    .into(),
+            ))
+        }
+        other => return Err(bad(format!("unknown token type {other:?}"))),
+    }
+    let mut opts: BTreeMap<&str, &str> = BTreeMap::new();
+    for f in fields {
+        let Some((k, val)) = f.split_once('=') else {
+            return Err(bad(format!("option {f:?} is not key=value")));
+        };
+        if val.contains('=') {
+            return Err(bad(format!("option {f:?} is not key=value")));
+        }
+        if opts.insert(k, val).is_some() {
+            return Err(bad(format!("option {k} given twice")));
+        }
+    }
+    for k in opts.keys() {
+        if !["pub-key", "priv-key", "sign-method", "ttl"].contains(k) {
+            return Err(bad(format!("unknown option {k}")));
+        }
+    }
+    let sign_method = opts
+        .get("sign-method")
+        .ok_or_else(|| bad("sign-method is required".into()))?
+        .to_string();
+    if !JWT_SIGN_METHODS.contains(&sign_method.as_str()) {
+        return Err(bad(format!(
+            "sign-method {sign_method} is not one of {}",
+            JWT_SIGN_METHODS.join(", ")
+        )));
+    }
+    let ttl = match opts.get("ttl") {
+        None => std::time::Duration::from_secs(300),
+        Some(t) => parse_duration("auth-token", t)?,
+    };
+    let path = |k: &str| opts.get(k).filter(|p| !p.is_empty()).map(PathBuf::from);
+    let (pub_key, priv_key) = (path("pub-key"), path("priv-key"));
+    if sign_method.starts_with("HS") {
+        if priv_key.is_none() {
+            return Err(bad(format!("{sign_method} needs priv-key (the secret)")));
+        }
+    } else if pub_key.is_none() {
+        return Err(bad(format!("{sign_method} needs pub-key")));
+    }
+    Ok(AuthToken::Jwt {
+        pub_key,
+        priv_key,
+        sign_method,
+        ttl,
+    })
 }
 
 /// How a new member finds the other members of its cluster.
@@ -652,6 +752,7 @@ impl Config {
                 "experimental-initial-corrupt-check",
                 &get("experimental-initial-corrupt-check"),
             )?,
+            auth_token: parse_auth_token(&get("auth-token"))?,
             bcrypt_cost: {
                 let cost: u32 = parse_num("bcrypt-cost", &get("bcrypt-cost"))?;
                 if !(4..=31).contains(&cost) {
@@ -813,6 +914,39 @@ mod tests {
     }
 
     #[test]
+    fn auth_token_options_are_etcds() {
+        assert_eq!(parse_auth_token("simple").ok(), Some(AuthToken::Simple));
+        assert_eq!(
+            parse_auth_token("jwt,pub-key=p.pem,priv-key=k.pem,sign-method=RS256,ttl=1s").ok(),
+            Some(AuthToken::Jwt {
+                pub_key: Some(PathBuf::from("p.pem")),
+                priv_key: Some(PathBuf::from("k.pem")),
+                sign_method: "RS256".into(),
+                ttl: std::time::Duration::from_secs(1),
+            })
+        );
+        // Verify only: a public key alone.
+        assert!(parse_auth_token("jwt,pub-key=p.pem,sign-method=ES256").is_ok());
+        for bad in [
+            "",
+            "nope",
+            "simple,ttl=1s",
+            "jwt",
+            "jwt,sign-method=none,pub-key=p",
+            "jwt,sign-method=EdDSA,pub-key=p",
+            "jwt,foo,sign-method=RS256,pub-key=p",
+            "jwt,a=b=c,sign-method=RS256,pub-key=p",
+            "jwt,sign-method=RS256,pub-key=p,pub-key=q",
+            "jwt,sign-method=RS256,pub-key=p,color=red",
+            "jwt,sign-method=RS256,priv-key=k",
+            "jwt,sign-method=HS256,pub-key=p",
+            "jwt,sign-method=RS256,pub-key=p,ttl=soon",
+        ] {
+            assert!(parse_auth_token(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn unsupported_flags_are_refused_by_name() {
         let e = |s: &str| {
             Config::from_args_env(&args(s), &no_env)
@@ -829,10 +963,6 @@ mod tests {
             ("--client-crl-file /crl.pem", "--client-crl-file"),
             ("--peer-crl-file /crl.pem", "--peer-crl-file"),
             ("--cipher-suites TLS_AES_128_GCM_SHA256", "--cipher-suites"),
-            (
-                "--auth-token jwt,pub-key=a,priv-key=b,sign-method=RS256",
-                "--auth-token",
-            ),
             ("--proxy on", "--proxy"),
             ("--enable-v2", "--enable-v2"),
             ("--wal-dir /wal", "--wal-dir"),

@@ -144,6 +144,12 @@ impl Member {
                     _ => TokenEffect::None,
                 };
                 let token = match &tokens {
+                    TokenEffect::Assign { user, .. } if self.signs_jwt() => {
+                        match self.sign_jwt(user, next.revision()) {
+                            Ok(t) => t,
+                            Err(e) => return (Err(MemberError::Auth(e)), None),
+                        }
+                    }
                     TokenEffect::Assign { prefix, index, .. } => format!("{prefix}.{index}"),
                     _ => String::new(),
                 };
@@ -155,6 +161,27 @@ impl Member {
                 (Ok(Applied::Auth { token }), Some(effect))
             }
         }
+    }
+
+    /// Whether tokens are JWTs (signed at apply, remembered nowhere).
+    fn signs_jwt(&self) -> bool {
+        #[cfg(not(madsim))]
+        return self.shared.cfg.jwt.is_some();
+        #[cfg(madsim)]
+        false
+    }
+
+    #[cfg(not(madsim))]
+    fn sign_jwt(&self, user: &str, revision: u64) -> Result<String, AuthError> {
+        match &self.shared.cfg.jwt {
+            Some(j) => j.sign(user, revision),
+            None => Err(AuthError::AuthFailed),
+        }
+    }
+
+    #[cfg(madsim)]
+    fn sign_jwt(&self, _user: &str, _revision: u64) -> Result<String, AuthError> {
+        Err(AuthError::AuthFailed)
     }
 
     /// Publishes an applied auth change (after its group is written).
@@ -171,7 +198,9 @@ impl Member {
                 index,
                 user,
             } => {
-                tokens.assign(&prefix, index, &user, now);
+                if !self.signs_jwt() {
+                    tokens.assign(&prefix, index, &user, now);
+                }
             }
             TokenEffect::ForgetUser(u) => tokens.invalidate_user(&u),
             TokenEffect::ForgetAll => tokens.clear(),

@@ -10,6 +10,7 @@ use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
+use crate::auth::AuthInfo;
 use crate::metrics::METRICS;
 use crate::proto::concordpb::RequestHeader;
 
@@ -68,10 +69,18 @@ impl Handle {
         self.shared.auth()
     }
 
-    /// The user of a live simple token (its TTL starts again).
-    pub fn token_user(&self, token: &str) -> Option<String> {
+    /// The sender a token names: a live simple token's user at the
+    /// current auth revision (its TTL starts again), or a valid JWT's user
+    /// at the revision it was signed at.
+    pub fn token_info(&self, token: &str) -> Option<AuthInfo> {
+        #[cfg(not(madsim))]
+        if let Some(jwt) = &self.shared.cfg.jwt {
+            return jwt.info(token);
+        }
+        let revision = self.shared.auth().revision();
         let now = self.shared.now();
-        self.shared.tokens().user(token, now)
+        let username = self.shared.tokens().user(token, now)?;
+        Some(AuthInfo { username, revision })
     }
 
     /// The applied index (a token names the index it was assigned at).

@@ -134,6 +134,9 @@ pub struct MemberConfig {
     /// How long a simple auth token lives since its last use
     /// (`--auth-token-ttl`).
     pub auth_token_ttl: Duration,
+    /// JWT tokens (`--auth-token jwt,...`) instead of simple ones.
+    #[cfg(not(madsim))]
+    pub jwt: Option<Arc<crate::auth::jwt::JwtTokens>>,
     /// Simulated clock drift: this member's clock runs at this rate of the
     /// simulation's time (its ticks come that much more often and lease
     /// time passes that much faster). Simulations only.
@@ -165,6 +168,8 @@ impl Default for MemberConfig {
             request_timeout: Duration::from_millis(7000),
             raft_seed: 0,
             auth_token_ttl: Duration::from_secs(300),
+            #[cfg(not(madsim))]
+            jwt: None,
             pre_vote: true,
             #[cfg(madsim)]
             clock_rate: 1.0,

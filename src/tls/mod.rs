@@ -13,7 +13,12 @@
 //! A member presents its certificate as a client certificate too, so
 //! `--peer-client-cert-auth` works between members.
 //!
+//! `client_verifier` accepts what Go accepts and webpki does not: a client
+//! presenting a trusted CA certificate as its own.
+//!
 //! Not under madsim: simulated members talk plain http.
+
+mod client_verifier;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -172,8 +177,9 @@ impl TlsIdentity {
         let builder = match (self.client_cert_auth, &self.trusted_ca_pem) {
             (true, Some(ca)) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for cert in parse_certs(ca, Path::new("trusted CA"))? {
-                    roots.add(cert)?;
+                let anchors = parse_certs(ca, Path::new("trusted CA"))?;
+                for cert in &anchors {
+                    roots.add(cert.clone())?;
                 }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
@@ -181,7 +187,9 @@ impl TlsIdentity {
                 )
                 .build()
                 .map_err(|e| TlsError::Invalid(format!("client certificate verifier: {e}")))?;
-                builder.with_client_cert_verifier(verifier)
+                builder.with_client_cert_verifier(Arc::new(client_verifier::ClientVerifier::new(
+                    verifier, anchors,
+                )))
             }
             _ => builder.with_no_client_auth(),
         };
