@@ -41,6 +41,9 @@ struct Opts {
     streams: usize,
     puts: u64,
     hold: bool,
+    /// `--user name:password`: authenticate once, send the token with
+    /// every request (as etcd's benchmark tool).
+    user: Option<(String, String)>,
     cmd: Cmd,
 }
 
@@ -54,7 +57,7 @@ enum Cmd {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: concord bench [--endpoints host:port,...] [--clients N] [--conns N] [--json] \
+        "usage: concord bench [--endpoints host:port,...] [--clients N] [--conns N] [--json] [--user NAME:PASSWORD] \
          (put [--total N] [--key-size N] [--val-size N] [--key-space-size N] [--sequential-keys] \
          | range KEY [END] [--total N] [--consistency l|s] \
          | txn-put [--total N] [--txn-ops N] [--key-size N] [--val-size N] [--key-space-size N] \
@@ -80,6 +83,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         streams: 10,
         puts: 1000,
         hold: false,
+        user: None,
         cmd: Cmd::Put,
     };
     let mut positional: Vec<String> = Vec::new();
@@ -124,6 +128,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "streams" => o.streams = num(value()?)?.max(1) as usize,
             "puts" => o.puts = num(value()?)?,
             "hold" => o.hold = true,
+            "user" => {
+                let v = value()?;
+                let (u, p) = v.split_once(':').ok_or("--user needs name:password")?;
+                o.user = Some((u.to_string(), p.to_string()));
+            }
             other => return Err(format!("unknown flag --{other}")),
         }
         i += 1;
@@ -139,6 +148,9 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         }
         other => return Err(format!("unknown bench command {other:?}")),
     };
+    if o.user.is_some() && matches!(o.cmd, Cmd::Watch) {
+        return Err("--user is not supported by the watch bench".into());
+    }
     if o.clients == 0 || o.conns == 0 {
         return Err("--clients and --conns must be positive".into());
     }
@@ -161,8 +173,44 @@ fn key_for(n: u64, o: &Opts, rng: &mut u64) -> Vec<u8> {
     s.as_bytes()[s.len() - o.key_size.max(1)..].to_vec()
 }
 
+/// Adds the auth token (if any) to every request.
+#[derive(Clone)]
+struct WithToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for WithToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            req.metadata_mut().insert("token", t.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Kv = KvClient<tonic::service::interceptor::InterceptedService<Channel, WithToken>>;
+
+/// The token for `--user`, from the first endpoint.
+async fn token(o: &Opts, channel: Channel) -> Result<WithToken, String> {
+    let Some((name, password)) = &o.user else {
+        return Ok(WithToken(None));
+    };
+    let mut auth = crate::proto::etcdserverpb::auth_client::AuthClient::new(channel);
+    let resp = auth
+        .authenticate(crate::proto::etcdserverpb::AuthenticateRequest {
+            name: name.clone(),
+            password: password.clone(),
+        })
+        .await
+        .map_err(|e| format!("authenticate: {}", e.message()))?;
+    let t = resp
+        .into_inner()
+        .token
+        .parse()
+        .map_err(|_| "the token is not ASCII".to_string())?;
+    Ok(WithToken(Some(t)))
+}
+
 async fn one_request(
-    c: &mut KvClient<Channel>,
+    c: &mut Kv,
     o: &Opts,
     n: u64,
     rng: &mut u64,
@@ -301,14 +349,16 @@ async fn connect(o: &Opts) -> Result<Vec<Channel>, String> {
 
 async fn run(o: Opts) -> Result<Summary, String> {
     let channels = connect(&o).await?;
+    let with_token = token(&o, channels[0].clone()).await?;
     let next = Arc::new(AtomicU64::new(0));
     let value = Arc::new(vec![b'v'; o.val_size]);
     let o = Arc::new(o);
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(o.clients);
     for c in 0..o.clients {
-        let mut client = KvClient::new(channels[c % channels.len()].clone())
-            .max_decoding_message_size(usize::MAX);
+        let mut client =
+            KvClient::with_interceptor(channels[c % channels.len()].clone(), with_token.clone())
+                .max_decoding_message_size(usize::MAX);
         let (next, value, o) = (next.clone(), value.clone(), o.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();

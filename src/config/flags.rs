@@ -212,7 +212,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     f("cert-file", Text, "", Security, Implemented),
     f("key-file", Text, "", Security, Implemented),
     f("client-cert-auth", Bool, "false", Security, Implemented),
-    f("client-crl-file", Text, "", Security, Only(&[""])),
+    f("client-crl-file", Text, "", Security, Implemented),
     f("client-cert-allowed-hostname", Text, "", Security, Only(&[""])),
     f("trusted-ca-file", Text, "", Security, Implemented),
     f("auto-tls", Bool, "false", Security, Implemented),

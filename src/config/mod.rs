@@ -160,6 +160,9 @@ pub struct TlsFlags {
     pub trusted_ca_file: Option<PathBuf>,
     pub client_cert_auth: bool,
     pub auto_tls: bool,
+    /// `--client-crl-file` / `--peer-crl-file`: revoked certificates are
+    /// refused in the handshake.
+    pub crl_file: Option<PathBuf>,
     /// `--self-signed-cert-validity`, in years.
     pub self_signed_cert_validity_years: u32,
 }
@@ -689,6 +692,11 @@ impl Config {
                     &get(&flag("client-cert-auth")),
                 )?,
                 auto_tls: parse_bool(&flag("auto-tls"), &get(&flag("auto-tls")))?,
+                // --client-crl-file, --peer-crl-file
+                crl_file: path(&format!(
+                    "{}crl-file",
+                    if prefix.is_empty() { "client-" } else { prefix }
+                )),
                 self_signed_cert_validity_years: validity_years,
             })
         };
@@ -960,7 +968,6 @@ mod tests {
                 "--auto-compaction-retention",
             ),
             ("--force-new-cluster", "--force-new-cluster"),
-            ("--client-crl-file /crl.pem", "--client-crl-file"),
             ("--peer-crl-file /crl.pem", "--peer-crl-file"),
             ("--cipher-suites TLS_AES_128_GCM_SHA256", "--cipher-suites"),
             ("--proxy on", "--proxy"),

@@ -63,6 +63,8 @@ pub struct TlsIdentity {
     key_pem: Vec<u8>,
     trusted_ca_pem: Option<Vec<u8>>,
     client_cert_auth: bool,
+    /// Revoked certificates (`--client-crl-file`), DER.
+    crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
     /// Generated at start: its clients do not verify the other side.
     self_signed: bool,
 }
@@ -75,6 +77,28 @@ impl std::fmt::Debug for TlsIdentity {
             .field("self_signed", &self.self_signed)
             .finish_non_exhaustive()
     }
+}
+
+/// Certificate revocation lists from a DER file (etcd's fixtures) or
+/// PEM blocks.
+fn parse_crls(
+    data: &[u8],
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, TlsError> {
+    use rustls::pki_types::CertificateRevocationListDer as Crl;
+    if !data.starts_with(b"-----BEGIN") {
+        return Ok(vec![Crl::from(data.to_vec())]);
+    }
+    let crls = Crl::pem_slice_iter(data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Invalid(format!("{}: {e}", path.display())))?;
+    if crls.is_empty() {
+        return Err(TlsError::Invalid(format!(
+            "{}: no certificate revocation list",
+            path.display()
+        )));
+    }
+    Ok(crls)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -126,11 +150,16 @@ impl TlsIdentity {
                 "--{kind}client-cert-auth needs --{kind}trusted-ca-file to verify client certificates"
             )));
         }
+        let crls = match &flags.crl_file {
+            Some(p) => parse_crls(&read(p)?, p)?,
+            None => Vec::new(),
+        };
         let identity = TlsIdentity {
             cert_pem: read(&cert_path)?,
             key_pem: read(&key_path)?,
             trusted_ca_pem,
             client_cert_auth: flags.client_cert_auth,
+            crls,
             self_signed,
         };
         // Parse now, so a bad file fails the start rather than a connection.
@@ -181,12 +210,21 @@ impl TlsIdentity {
                 for cert in &anchors {
                     roots.add(cert.clone())?;
                 }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                let mut verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
-                )
-                .build()
-                .map_err(|e| TlsError::Invalid(format!("client certificate verifier: {e}")))?;
+                );
+                if !self.crls.is_empty() {
+                    // As etcd's checkCRL: a certificate whose serial a CRL
+                    // lists is refused; one no CRL speaks of is not.
+                    verifier = verifier
+                        .with_crls(self.crls.iter().cloned())
+                        .only_check_end_entity_revocation()
+                        .allow_unknown_revocation_status();
+                }
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| TlsError::Invalid(format!("client certificate verifier: {e}")))?;
                 builder.with_client_cert_verifier(Arc::new(client_verifier::ClientVerifier::new(
                     verifier, anchors,
                 )))
