@@ -69,6 +69,11 @@ pub async fn run(
     if let crate::config::Discovery::V3(d) = &cfg.discovery {
         crate::tls::discovery_client_config(d)?;
     }
+    crate::tls::policy::Policy::new(
+        &cfg.client_tls.cipher_suites,
+        &cfg.client_tls.tls_min_version,
+        &cfg.client_tls.tls_max_version,
+    )?;
     let jwt = match &cfg.auth_token {
         crate::config::AuthToken::Simple => None,
         crate::config::AuthToken::Jwt {
@@ -145,21 +150,16 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     for (url, listener) in peer_listeners {
-        let incoming = nodelay(listener);
-        let mut stop = stop_rx.clone();
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(identity) = &peer_tls {
-            builder = builder
-                .tls_config(identity.server_config())
-                .map_err(|e| ServerError::Serve(format!("peer TLS: {e}")))?;
-        }
-        let serve = builder
-            .add_service(peer_server.clone())
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.wait_for(|s| *s).await;
-            });
+        // Our own TLS acceptor, as on the client URLs: the TLS policy and
+        // the client certificate checks are ours.
+        let tls = match &peer_tls {
+            Some(identity) => Some(identity.rustls_server_config()?),
+            None => None,
+        };
+        let router = tonic::transport::Server::builder()
+            .add_routes(tonic::service::Routes::new(peer_server.clone()));
         tracing::info!(address = %url.bind_addr(), "listening for peers on {}", url.text);
-        servers.push(tokio::spawn(serve));
+        servers.push(serve(router, listener, tls, stop_rx.clone()));
     }
 
     // As etcd, the check runs before raft starts: peers answer from their

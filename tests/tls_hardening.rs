@@ -66,7 +66,10 @@ fn a_revoked_client_certificate_is_refused_in_the_handshake() {
         "server-revoked.key.insecure",
         &["--dial-timeout=2s", "--command-timeout=4s", "get", "k"],
     );
-    assert!(!revoked.status.success(), "a revoked certificate was accepted");
+    assert!(
+        !revoked.status.success(),
+        "a revoked certificate was accepted"
+    );
     // Not refused by the server's answer: no TLS session was ever made.
     let out = std::process::Command::new("curl")
         .args(["-s", "-o", "/dev/null", "--max-time", "10", "--cacert"])
@@ -134,4 +137,85 @@ fn the_trusted_ca_certificate_as_a_client_is_its_common_name() {
         !o.status.success() && err.contains("permission denied"),
         "{err}"
     );
+}
+
+/// curl's exit code for `/version` over TLS with extra curl flags.
+fn curl_code(s: &Server, extra: &[&str]) -> Option<i32> {
+    std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "10", "--cacert"])
+        .arg(fixture("ca.crt"))
+        .args(extra)
+        .arg(format!("{}/version", s.url()))
+        .status()
+        .expect("curl")
+        .code()
+}
+
+#[test]
+fn cipher_suites_and_tls_versions_are_enforced() {
+    if !fixtures().exists() {
+        panic!("etcd's fixtures are missing: run scripts/install-deps");
+    }
+    let serve = |extra: &[&str]| {
+        let mut args = vec![
+            "--cert-file".to_string(),
+            fixture("server.crt"),
+            "--key-file".to_string(),
+            fixture("server.key.insecure"),
+            "--trusted-ca-file".to_string(),
+            fixture("ca.crt"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Server::prepare(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        s.client_scheme = "https";
+        s.spawn();
+        s
+    };
+    // Only TLS 1.3: a TLS 1.2 client is refused, a 1.3 one served.
+    let s = serve(&["--tls-min-version", "TLS1.3"]);
+    assert_eq!(curl_code(&s, &["--tls-max", "1.2"]), Some(35));
+    assert_eq!(curl_code(&s, &["--tlsv1.3"]), Some(0));
+    drop(s);
+    // One TLS 1.2 suite: another is refused.
+    let s = serve(&[
+        "--cipher-suites",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "--tls-max-version",
+        "TLS1.2",
+    ]);
+    assert_eq!(
+        curl_code(&s, &["--ciphers", "ECDHE-RSA-AES128-GCM-SHA256"]),
+        Some(0)
+    );
+    assert_eq!(
+        curl_code(&s, &["--ciphers", "ECDHE-RSA-AES256-GCM-SHA384"]),
+        Some(35)
+    );
+    assert_eq!(curl_code(&s, &["--tlsv1.3"]), Some(35));
+}
+
+#[test]
+fn tls_policy_flags_etcd_refuses_are_refused_before_anything_is_written() {
+    for bad in [
+        &["--tls-min-version", "TLS1.1"][..],
+        &["--tls-min-version", "TLS1.3", "--tls-max-version", "TLS1.2"],
+        &["--cipher-suites", "TLS_RSA_WITH_AES_128_CBC_SHA"],
+        &[
+            "--cipher-suites",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+            "--tls-min-version",
+            "TLS1.3",
+        ],
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(bad)
+            .output()
+            .expect("run concord");
+        assert!(!out.status.success(), "{bad:?} accepted");
+        assert!(!data.exists(), "{bad:?}: the data dir was written");
+    }
 }

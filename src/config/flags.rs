@@ -224,7 +224,7 @@ pub(crate) const FLAGS: &[Flag] = &[
     f("peer-cert-allowed-hostname", Text, "", Security, Only(&[""])),
     f("peer-auto-tls", Bool, "false", Security, Implemented),
     f("peer-crl-file", Text, "", Security, Only(&[""])),
-    f("cipher-suites", Text, "", Security, Only(&[""])),
+    f("cipher-suites", Text, "", Security, Implemented),
     // Concord serves no HTTP/1 face yet (issue 13): nothing to guard.
     f("cors", Text, "*", Security, Only(&["*"])),
     f("host-whitelist", Text, "*", Security, Only(&["*"])),
@@ -241,8 +241,8 @@ pub(crate) const FLAGS: &[Flag] = &[
     f("peer-client-key-file", Text, "", Security, Only(&[""])),
     f("self-signed-cert-validity", Text, "1", Security, Implemented),
     // rustls speaks TLS 1.2 and 1.3.
-    f("tls-min-version", Text, "TLS1.2", Security, Only(&["TLS1.2"])),
-    f("tls-max-version", Text, "", Security, Only(&["", "TLS1.3"])),
+    f("tls-min-version", Text, "TLS1.2", Security, Implemented),
+    f("tls-max-version", Text, "", Security, Implemented),
     // Auth (concord has no Auth service yet).
     f("auth-token", Text, "simple", Security, Implemented),
     f("bcrypt-cost", Text, "10", Security, Implemented),

@@ -163,6 +163,11 @@ pub struct TlsFlags {
     /// `--client-crl-file` / `--peer-crl-file`: revoked certificates are
     /// refused in the handshake.
     pub crl_file: Option<PathBuf>,
+    /// `--cipher-suites` (Go's names), `--tls-min-version`,
+    /// `--tls-max-version`: the same for peer and client TLS.
+    pub cipher_suites: Vec<String>,
+    pub tls_min_version: String,
+    pub tls_max_version: String,
     /// `--self-signed-cert-validity`, in years.
     pub self_signed_cert_validity_years: u32,
 }
@@ -697,6 +702,14 @@ impl Config {
                     "{}crl-file",
                     if prefix.is_empty() { "client-" } else { prefix }
                 )),
+                cipher_suites: get("cipher-suites")
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+                tls_min_version: get("tls-min-version"),
+                tls_max_version: get("tls-max-version"),
                 self_signed_cert_validity_years: validity_years,
             })
         };
@@ -969,7 +982,6 @@ mod tests {
             ),
             ("--force-new-cluster", "--force-new-cluster"),
             ("--peer-crl-file /crl.pem", "--peer-crl-file"),
-            ("--cipher-suites TLS_AES_128_GCM_SHA256", "--cipher-suites"),
             ("--proxy on", "--proxy"),
             ("--enable-v2", "--enable-v2"),
             ("--wal-dir /wal", "--wal-dir"),

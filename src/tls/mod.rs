@@ -4,9 +4,10 @@
 //! (`--peer-auto-tls` / `--auto-tls`, kept in `<data-dir>/fixtures/peer`
 //! or `fixtures/client` as etcd does).
 //!
-//! The server side is tonic's (`ServerTlsConfig`) for peers, and our own
-//! rustls acceptor (`tls_incoming`) for client and metrics listeners, which
-//! offer HTTP/1.1 as well as h2 in ALPN. The client side is our
+//! The server side is our own rustls acceptor (`tls_incoming`) for peer,
+//! client and metrics listeners (HTTP/1.1 as well as h2 in ALPN), so that
+//! etcd's TLS policy (`policy`: `--cipher-suites`, `--tls-min-version`,
+//! `--tls-max-version`), CRLs and client certificate checks apply to all. The client side is our
 //! own rustls configuration, because etcd's clients of a self-signed peer
 //! skip certificate verification (Go's `InsecureSkipVerify`), which tonic's
 //! client TLS cannot express; a trusted CA, when given, is always verified.
@@ -19,6 +20,7 @@
 //! Not under madsim: simulated members talk plain http.
 
 mod client_verifier;
+pub mod policy;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +65,8 @@ pub struct TlsIdentity {
     key_pem: Vec<u8>,
     trusted_ca_pem: Option<Vec<u8>>,
     client_cert_auth: bool,
+    /// `--cipher-suites`, `--tls-min-version`, `--tls-max-version`.
+    policy: policy::Policy,
     /// Revoked certificates (`--client-crl-file`), DER.
     crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
     /// Generated at start: its clients do not verify the other side.
@@ -159,6 +163,11 @@ impl TlsIdentity {
             key_pem: read(&key_path)?,
             trusted_ca_pem,
             client_cert_auth: flags.client_cert_auth,
+            policy: policy::Policy::new(
+                &flags.cipher_suites,
+                &flags.tls_min_version,
+                &flags.tls_max_version,
+            )?,
             crls,
             self_signed,
         };
@@ -182,27 +191,15 @@ impl TlsIdentity {
         })
     }
 
-    /// tonic's server side: this identity, and client certificates
-    /// required and verified against the trusted CA with client-cert-auth.
-    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
-        let mut c = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem),
-        );
-        if let (true, Some(ca)) = (self.client_cert_auth, &self.trusted_ca_pem) {
-            c = c.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        c
-    }
-
     /// The server side as a rustls configuration, for listeners that
     /// serve HTTP/1.1 next to gRPC (tonic's own TLS offers only h2 in
     /// ALPN, so a client that offers only http/1.1 would fail the
     /// handshake): both protocols in ALPN; client certificates required
     /// and verified against the trusted CA with client-cert-auth.
     pub fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let provider = Arc::new(ring::default_provider());
+        let provider = Arc::new(self.policy.provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
+            .with_protocol_versions(&self.policy.versions())?;
         let builder = match (self.client_cert_auth, &self.trusted_ca_pem) {
             (true, Some(ca)) => {
                 let mut roots = rustls::RootCertStore::empty();
@@ -243,9 +240,9 @@ impl TlsIdentity {
     /// self-signed identity without one, checks only the handshake
     /// signatures, as etcd does), and presents this identity.
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        let provider = Arc::new(ring::default_provider());
+        let provider = Arc::new(self.policy.provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()?;
+            .with_protocol_versions(&self.policy.versions())?;
         let builder = match (&self.trusted_ca_pem, self.self_signed) {
             (Some(ca), _) => {
                 let mut roots = rustls::RootCertStore::empty();
