@@ -219,3 +219,52 @@ fn tls_policy_flags_etcd_refuses_are_refused_before_anything_is_written() {
         assert!(!data.exists(), "{bad:?}: the data dir was written");
     }
 }
+
+/// curl's exit code for a request to the peer port with a client
+/// certificate: 0 when the server answered at all.
+fn peer_curl(s: &Server, cert: &str, key: &str) -> Option<i32> {
+    std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "10", "--cacert"])
+        .arg(fixture("ca.crt"))
+        .args(["--cert", &fixture(cert), "--key", &fixture(key)])
+        .arg(format!("{}/members", s.peer_url()))
+        .status()
+        .expect("curl")
+        .code()
+}
+
+#[test]
+fn peer_certificates_are_held_to_the_allowed_cn_and_hostname() {
+    if !fixtures().exists() {
+        panic!("etcd's fixtures are missing: run scripts/install-deps");
+    }
+    let peer = |extra: &[&str]| {
+        let mut args = vec![
+            "--peer-cert-file".to_string(),
+            fixture("server.crt"),
+            "--peer-key-file".to_string(),
+            fixture("server.key.insecure"),
+            "--peer-trusted-ca-file".to_string(),
+            fixture("ca.crt"),
+            "--peer-client-cert-auth".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut s = Server::prepare(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        s.peer_scheme = "https";
+        s.spawn();
+        s
+    };
+    let s = peer(&["--peer-cert-allowed-cn", "example.com"]);
+    assert_eq!(peer_curl(&s, "server.crt", "server.key.insecure"), Some(0));
+    assert!(matches!(
+        peer_curl(&s, "server2.crt", "server2.key.insecure"),
+        Some(35 | 55 | 56)
+    ));
+    drop(s);
+    let s = peer(&["--peer-cert-allowed-hostname", "localhost"]);
+    assert_eq!(peer_curl(&s, "server.crt", "server.key.insecure"), Some(0));
+    assert!(matches!(
+        peer_curl(&s, "server-ip.crt", "server-ip.key.insecure"),
+        Some(35 | 55 | 56)
+    ));
+}

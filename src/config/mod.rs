@@ -168,6 +168,10 @@ pub struct TlsFlags {
     pub cipher_suites: Vec<String>,
     pub tls_min_version: String,
     pub tls_max_version: String,
+    /// `--peer-cert-allowed-cn` (peers only), `--peer-cert-allowed-hostname`
+    /// and `--client-cert-allowed-hostname`: comma-separated lists (3.5).
+    pub allowed_cn: Vec<String>,
+    pub allowed_hostnames: Vec<String>,
     /// `--self-signed-cert-validity`, in years.
     pub self_signed_cert_validity_years: u32,
 }
@@ -685,6 +689,13 @@ impl Config {
             "self-signed-cert-validity",
             &get("self-signed-cert-validity"),
         )?;
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
         // etcd's client and peer TLS flags differ only by a "peer-" prefix.
         let tls_flags = |prefix: &str| -> Result<TlsFlags, ConfigError> {
             let flag = |name: &str| format!("{prefix}{name}");
@@ -710,6 +721,15 @@ impl Config {
                     .collect(),
                 tls_min_version: get("tls-min-version"),
                 tls_max_version: get("tls-max-version"),
+                allowed_cn: if prefix.is_empty() {
+                    Vec::new()
+                } else {
+                    list(&get("peer-cert-allowed-cn"))
+                },
+                allowed_hostnames: list(&get(&format!(
+                    "{}cert-allowed-hostname",
+                    if prefix.is_empty() { "client-" } else { prefix }
+                ))),
                 self_signed_cert_validity_years: validity_years,
             })
         };
@@ -981,12 +1001,10 @@ mod tests {
                 "--auto-compaction-retention",
             ),
             ("--force-new-cluster", "--force-new-cluster"),
-            ("--peer-crl-file /crl.pem", "--peer-crl-file"),
             ("--proxy on", "--proxy"),
             ("--enable-v2", "--enable-v2"),
             ("--wal-dir /wal", "--wal-dir"),
             ("--unsafe-no-fsync", "--unsafe-no-fsync"),
-            ("--peer-cert-allowed-cn etcd", "--peer-cert-allowed-cn"),
         ] {
             let err = e(given);
             assert!(

@@ -67,6 +67,11 @@ pub struct TlsIdentity {
     client_cert_auth: bool,
     /// `--cipher-suites`, `--tls-min-version`, `--tls-max-version`.
     policy: policy::Policy,
+    /// `--peer-cert-allowed-cn`, `--peer-cert-allowed-hostname`,
+    /// `--client-cert-allowed-hostname`: what a verified client
+    /// certificate must also name.
+    allowed_cn: Vec<String>,
+    allowed_hostnames: Vec<String>,
     /// Revoked certificates (`--client-crl-file`), DER.
     crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
     /// Generated at start: its clients do not verify the other side.
@@ -168,6 +173,8 @@ impl TlsIdentity {
                 &flags.tls_min_version,
                 &flags.tls_max_version,
             )?,
+            allowed_cn: flags.allowed_cn.clone(),
+            allowed_hostnames: flags.allowed_hostnames.clone(),
             crls,
             self_signed,
         };
@@ -223,7 +230,10 @@ impl TlsIdentity {
                     .build()
                     .map_err(|e| TlsError::Invalid(format!("client certificate verifier: {e}")))?;
                 builder.with_client_cert_verifier(Arc::new(client_verifier::ClientVerifier::new(
-                    verifier, anchors,
+                    verifier,
+                    anchors,
+                    self.allowed_cn.clone(),
+                    self.allowed_hostnames.clone(),
                 )))
             }
             _ => builder.with_no_client_auth(),
