@@ -1265,10 +1265,8 @@ peer-transport-security:
             with("quota-backend-bytes: 1024\n").unwrap_err().to_string(),
             "concord does not support --quota-backend-bytes yet (given \"1024\"); remove it to start"
         );
-        assert!(with("peer-transport-security:\n  allowed-cn: [etcd]\n")
-            .unwrap_err()
-            .to_string()
-            .starts_with("concord does not support --peer-cert-allowed-cn="));
+        let c = with("peer-transport-security:\n  allowed-cn: [etcd]\n").expect("loads");
+        assert_eq!(c.peer_tls.allowed_cn, ["etcd"]);
         assert_eq!(
             with("client-transport-security:\n  allowed-cn: [etcd]\n")
                 .unwrap_err()
