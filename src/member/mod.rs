@@ -22,6 +22,8 @@
 
 pub mod apply;
 mod apply_auth;
+#[cfg(test)]
+mod auth_tests;
 mod handle;
 pub mod snapshot;
 
