@@ -51,10 +51,9 @@ impl Credentials {
         (c, request.into_inner())
     }
 
-    /// The credentials of a JSON gateway request: its `Authorization`
-    /// header only (etcd ignores the client certificate there).
-    pub fn token(token: Option<String>) -> Self {
-        Self { token, cn: None }
+    /// The token, to pass on with a request forwarded to another member.
+    pub fn token_value(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 }
 

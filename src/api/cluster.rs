@@ -44,10 +44,19 @@ impl ClusterService {
 
     /// Sends a promote to the leader (etcd forwards it over its peer API;
     /// the leader's answer is the same).
-    async fn forward_promote(&self, id: u64) -> Result<Response<MemberPromoteResponse>, Status> {
+    /// The caller's token goes along: the leader checks it again.
+    async fn forward_promote(
+        &self,
+        id: u64,
+        cred: &Credentials,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
         let channel = super::leader_channel(&self.member).await?;
         let mut client = crate::proto::etcdserverpb::cluster_client::ClusterClient::new(channel);
-        client.member_promote(MemberPromoteRequest { id }).await
+        let mut req = Request::new(MemberPromoteRequest { id });
+        if let Some(t) = cred.token_value().and_then(|t| t.parse().ok()) {
+            req.metadata_mut().insert("token", t);
+        }
+        client.member_promote(req).await
     }
 
     fn find(&self, id: u64) -> Result<Member, Status> {
@@ -192,8 +201,9 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        require_admin(&self.member, &Credentials::of(&request)).await?;
-        let id = request.into_inner().id;
+        let (cred, r) = Credentials::split(request);
+        require_admin(&self.member, &cred).await?;
+        let id = r.id;
         let learner = self.find(id)?;
         if !learner.is_learner {
             return Err(MEMBER_NOT_LEARNER.status());
@@ -202,7 +212,7 @@ impl Cluster for ClusterService {
         // leader's; only the leader knows, so a follower forwards.
         let st = self.member.raft_status().await?;
         if st.role != Role::Leader {
-            return self.forward_promote(id).await;
+            return self.forward_promote(id, &cred).await;
         }
         if let Some(progress) = &st.progress {
             let leader = progress.get(&st.id).map_or(0, |p| p.matched);
