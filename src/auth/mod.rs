@@ -18,6 +18,8 @@ pub mod check;
 pub mod jwt;
 pub mod perms;
 pub mod state;
+#[cfg(test)]
+mod state_tests;
 pub mod token;
 
 pub use perms::Access;
