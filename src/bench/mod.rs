@@ -186,7 +186,21 @@ impl tonic::service::Interceptor for WithToken {
     }
 }
 
+#[cfg(not(madsim))]
 type Kv = KvClient<tonic::service::interceptor::InterceptedService<Channel, WithToken>>;
+// The simulator's clients take no interceptor (and no bench runs there).
+#[cfg(madsim)]
+type Kv = KvClient<Channel>;
+
+fn kv_client(channel: Channel, token: WithToken) -> Kv {
+    #[cfg(not(madsim))]
+    return KvClient::with_interceptor(channel, token).max_decoding_message_size(usize::MAX);
+    #[cfg(madsim)]
+    {
+        let _ = token;
+        KvClient::new(channel).max_decoding_message_size(usize::MAX)
+    }
+}
 
 /// The token for `--user`, from the first endpoint.
 async fn token(o: &Opts, channel: Channel) -> Result<WithToken, String> {
@@ -356,9 +370,7 @@ async fn run(o: Opts) -> Result<Summary, String> {
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(o.clients);
     for c in 0..o.clients {
-        let mut client =
-            KvClient::with_interceptor(channels[c % channels.len()].clone(), with_token.clone())
-                .max_decoding_message_size(usize::MAX);
+        let mut client = kv_client(channels[c % channels.len()].clone(), with_token.clone());
         let (next, value, o) = (next.clone(), value.clone(), o.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
