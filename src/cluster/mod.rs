@@ -16,10 +16,10 @@ use sha1::{Digest, Sha1};
 use crate::proto::etcdserverpb::{Member, MemberListResponse};
 use crate::storage::{Batch, Partition, ReadView, StorageError};
 
-const META_CLUSTER_ID: &[u8] = b"cluster/id";
+pub(crate) const META_CLUSTER_ID: &[u8] = b"cluster/id";
 /// This member's own ID: per member, never part of a raft snapshot.
 pub const META_LOCAL_ID: &[u8] = b"cluster/local_member";
-const META_MEMBERS: &[u8] = b"cluster/members";
+pub(crate) const META_MEMBERS: &[u8] = b"cluster/members";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

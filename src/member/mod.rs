@@ -25,6 +25,7 @@ mod apply_auth;
 #[cfg(test)]
 mod auth_tests;
 mod handle;
+mod inbound;
 pub mod snapshot;
 
 pub use handle::{Handle, Observer};
@@ -323,6 +324,8 @@ pub struct Member {
     transfers: Vec<(u64, ReadReply)>,
     /// This member applied its own removal: it stops.
     removed: bool,
+    /// Rate limit of the warnings about refused peer messages.
+    refused_log: inbound::RefusedLog,
 }
 
 fn read_applied(view: &dyn crate::storage::ReadView) -> Result<u64, MemberError> {
@@ -484,6 +487,7 @@ impl Member {
             read_waiters: BTreeMap::new(),
             transfers: Vec::new(),
             removed: false,
+            refused_log: inbound::RefusedLog::default(),
         };
         Ok((member, Handle { tx, shared }))
     }
@@ -656,6 +660,12 @@ impl Member {
     fn handle_inbound(&mut self, m: Inbound) {
         match m {
             Inbound::Message(msg) => {
+                // Checked first: an invalid message must never reach raft
+                // (see `inbound`).
+                if let Err(why) = self.check_peer_message(&msg) {
+                    self.refuse(&msg, &why);
+                    return;
+                }
                 if let Err(e) = self.node.step(msg) {
                     tracing::debug!(error = %e, "raft refused a peer message");
                 }

@@ -22,9 +22,10 @@ use std::collections::HashSet;
 use std::ops::Bound;
 
 use concord_raft::{Snapshot, SnapshotMeta, StorageError as RaftError};
+use prost::Message as _;
 
 use super::META_APPLIED_INDEX;
-use crate::cluster::META_LOCAL_ID;
+use crate::cluster::{META_CLUSTER_ID, META_LOCAL_ID, META_MEMBERS};
 use crate::storage::log::LogEntry;
 use crate::storage::raft_log::{decode_conf_state, META_COMPACTED, META_CONF_STATE};
 use crate::storage::{Backend, Batch, Partition, ReadView, StorageError};
@@ -134,11 +135,24 @@ pub fn create(backend: &dyn Backend, to: u64) -> Result<Snapshot, RaftError> {
 pub type Records = Vec<(Partition, Vec<u8>, Vec<u8>)>;
 
 pub fn decode(data: &[u8]) -> Result<Records, StorageError> {
+    let mut out = Vec::new();
+    walk(data, |p, k, v| {
+        out.push((p, k.to_vec(), v.to_vec()));
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` on every record of a snapshot's data, in order, without
+/// copying; fails on the first malformed record.
+fn walk(
+    data: &[u8],
+    mut f: impl FnMut(Partition, &[u8], &[u8]) -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
     let (&version, mut rest) = data.split_first().ok_or_else(|| corrupt("empty"))?;
     if version != DUMP_VERSION {
         return Err(corrupt(&format!("unknown version {version}")));
     }
-    let mut out = Vec::new();
     let mut take = |n: usize| -> Result<&[u8], StorageError> {
         if rest.len() < n {
             return Err(corrupt("truncated"));
@@ -153,15 +167,50 @@ pub fn decode(data: &[u8]) -> Result<Records, StorageError> {
             .filter(|p| DUMPED.contains(p))
             .ok_or_else(|| corrupt(&format!("unknown partition {code}")))?;
         let klen = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt("key length"))?);
-        let k = take(klen as usize)?.to_vec();
+        let k = take(klen as usize)?;
         let vlen = u32::from_be_bytes(take(4)?.try_into().map_err(|_| corrupt("value length"))?);
-        let v = take(vlen as usize)?.to_vec();
-        if member_local(p, &k) {
+        let v = take(vlen as usize)?;
+        if member_local(p, k) {
             return Err(corrupt("a member's own record in a snapshot"));
         }
-        out.push((p, k, v));
+        f(p, k, v)?;
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Whether a peer's snapshot data can be installed here (checked before
+/// raft sees the snapshot: installing a bad one stops the member): it
+/// decodes, belongs to `cluster_id`, holds a member list that decodes, and
+/// its applied index is the snapshot's `index`.
+pub fn check(data: &[u8], index: u64, cluster_id: u64) -> Result<(), StorageError> {
+    let (mut cluster, mut members, mut applied) = (None, false, None);
+    walk(data, |p, k, v| {
+        if p != Partition::Meta {
+            return Ok(());
+        }
+        if k == META_CLUSTER_ID {
+            cluster = Some(v.to_vec());
+        } else if k == META_MEMBERS {
+            crate::proto::etcdserverpb::MemberListResponse::decode(v)
+                .map_err(|e| corrupt(&format!("member list: {e}")))?;
+            members = true;
+        } else if k == META_APPLIED_INDEX {
+            applied = Some(v.to_vec());
+        }
+        Ok(())
+    })?;
+    if cluster.as_deref() != Some(&cluster_id.to_be_bytes()[..]) {
+        return Err(corrupt("not a snapshot of this cluster"));
+    }
+    if !members {
+        return Err(corrupt("no member list"));
+    }
+    if applied.as_deref() != Some(&index.to_be_bytes()[..]) {
+        return Err(corrupt(&format!(
+            "its applied index is not the snapshot index {index}"
+        )));
+    }
+    Ok(())
 }
 
 /// Adds to `batch` what turns this member's state machine into the
@@ -263,6 +312,46 @@ mod tests {
         let reopened = crate::storage::raft_log::RaftLog::open(follower.clone()).expect("open");
         assert_eq!(reopened.hard_state().term, 5, "the vote's term is kept");
         assert_eq!(reopened.conf_state(), &ConfState::from_voters([1, 2]));
+    }
+
+    #[test]
+    fn check_accepts_this_cluster_s_snapshot_at_its_index_only() {
+        let leader = Arc::new(MemBackend::new());
+        let mut log = crate::storage::raft_log::RaftLog::open(leader.clone()).expect("open");
+        let mut b = Batch::new();
+        log.bootstrap(&mut b, ConfState::from_voters([1, 2]));
+        let ms = crate::cluster::Membership::bootstrap(&crate::cluster::Bootstrap {
+            name: "a".into(),
+            initial_cluster: "a=http://a:2380,b=http://b:2380".into(),
+            token: "t".into(),
+            advertise_peer_urls: vec!["http://a:2380".into()],
+            advertise_client_urls: vec!["http://a:2379".into()],
+            existing: None,
+        })
+        .expect("membership");
+        ms.save(&mut b);
+        leader.write(b).expect("write");
+        state(&leader, 1, &[(b"a", b"1")]);
+        let snap = create(leader.as_ref(), 1).expect("snapshot");
+        check(&snap.data, 1, ms.cluster_id).expect("a correct snapshot");
+        assert!(
+            check(&snap.data, 1, ms.cluster_id ^ 1).is_err(),
+            "another cluster"
+        );
+        assert!(
+            check(&snap.data, 2, ms.cluster_id).is_err(),
+            "another index"
+        );
+        assert!(check(&snap.data[..snap.data.len() - 1], 1, ms.cluster_id).is_err());
+        // Without the member list.
+        let other = Arc::new(MemBackend::new());
+        let mut log = crate::storage::raft_log::RaftLog::open(other.clone()).expect("open");
+        let mut b = Batch::new();
+        log.bootstrap(&mut b, ConfState::from_voters([1, 2]));
+        other.write(b).expect("write");
+        state(&other, 1, &[]);
+        let bare = create(other.as_ref(), 1).expect("snapshot");
+        assert!(check(&bare.data, 1, ms.cluster_id).is_err());
     }
 
     #[test]

@@ -924,6 +924,12 @@ impl<S: Storage> Raft<S> {
                 m.index,
                 self.term
             );
+            if self.term == 0 {
+                // A node that never saw a term (an empty, joining one) has
+                // no term to reject with; a correct candidate's request is
+                // always granted there.
+                return;
+            }
             resp.term = self.term;
             resp.reject = true;
             self.attach_commit(&mut resp);
@@ -1653,18 +1659,31 @@ impl<S: Storage> Raft<S> {
             return false;
         }
         let cs = snapshot.meta.conf_state.clone();
-        self.raft_log.restore(snapshot);
-        self.prs = ProgressTracker::new(self.prs.max_inflight, self.prs.max_inflight_bytes);
+        // The configuration comes from a peer: one raft cannot hold is
+        // refused before anything changes (`RawNode::validate` refuses it
+        // first; this keeps the core safe without it).
         let restored = confchange::restore(
             &cs,
-            self.raft_log.last_index(),
+            snapshot.meta.index,
             self.prs.max_inflight,
             self.prs.max_inflight_bytes,
         );
         let (cfg, prs) = match restored {
-            Ok(x) => x,
-            Err(e) => panic!("{} unable to restore config {cs:?}: {e}", self.id),
+            Ok(x) if crate::validate::conf_state(&cs).is_ok() => x,
+            Ok(_) | Err(_) => {
+                rlog!(
+                    self,
+                    Level::Warn,
+                    "ignored snapshot [index: {}, term: {}] with an invalid configuration {}",
+                    snapshot.meta.index,
+                    snapshot.meta.term,
+                    describe_conf_state(&cs)
+                );
+                return false;
+            }
         };
+        self.raft_log.restore(snapshot);
+        self.prs = ProgressTracker::new(self.prs.max_inflight, self.prs.max_inflight_bytes);
         let got = self.switch_to_config((cfg, prs));
         assert_conf_states_equivalent(&cs, &got);
         if let Some(pr) = self.prs.progress.get_mut(&self.id) {

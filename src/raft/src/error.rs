@@ -113,7 +113,7 @@ pub enum Error {
     #[error("raft: cannot step as peer not found")]
     StepPeerNotFound,
     #[error("raft: invalid message: {0}")]
-    InvalidMessage(String),
+    InvalidMessage(#[from] crate::validate::Invalid),
     #[error("raft: invalid config: {0}")]
     Config(#[from] ConfigError),
     #[error("raft: storage: {0}")]

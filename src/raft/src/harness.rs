@@ -118,6 +118,9 @@ pub struct Report {
     pub snapshots_applied: u64,
     pub conf_changes_applied: u64,
     pub reads_served: u64,
+    /// Responses from peers no longer in the receiver's configuration (the
+    /// only messages of correct nodes that validation refuses).
+    pub messages_refused: u64,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -383,6 +386,21 @@ impl Cluster {
             self.trace.push(line);
         }
         let (kind, from) = (m.kind, m.from);
+        // Every message a correct node sends passes validation; only a
+        // response from a peer that left the configuration is refused.
+        match raw.validate(&m) {
+            Ok(()) => {}
+            Err(crate::Invalid::UnknownResponder(_)) => self.report.messages_refused += 1,
+            Err(why) => {
+                return violation(
+                    "message validity",
+                    format!(
+                        "node {to} refused a correct message ({why}): {}",
+                        crate::message::describe_message(&m)
+                    ),
+                );
+            }
+        }
         let _ = raw.step(m);
         self.process_ready(to)?;
         if kind == MessageKind::MsgSnap {

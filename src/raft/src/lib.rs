@@ -59,12 +59,15 @@ pub mod harness;
 pub mod log;
 pub mod logger;
 pub mod message;
+#[doc(hidden)]
+pub mod peer_fuzz;
 pub mod quorum;
 pub mod read_only;
 pub mod rng;
 pub mod storage;
 pub mod tracker;
 pub mod unstable;
+pub mod validate;
 
 use std::collections::BTreeMap;
 
@@ -81,6 +84,7 @@ pub use crate::message::{
 pub use crate::read_only::ReadState;
 pub use crate::storage::{MemStorage, RaftState, Storage};
 pub use crate::tracker::ProgressState;
+pub use crate::validate::Invalid;
 
 use crate::core::Raft;
 
@@ -149,40 +153,6 @@ pub struct Status {
     pub conf_state: ConfState,
     /// Only on the leader.
     pub progress: Option<BTreeMap<u64, ProgressStatus>>,
-}
-
-/// Cheap structural checks on a message from the network.
-fn validate_message(m: &Message) -> Result<(), Error> {
-    let invalid = |why: &str| Err(Error::InvalidMessage(format!("{why}: {m:?}")));
-    if m.from == 0 {
-        return invalid("no sender");
-    }
-    match m.kind {
-        MessageKind::MsgApp => {
-            for (i, e) in m.entries.iter().enumerate() {
-                if e.index != m.index + 1 + i as u64 {
-                    return invalid("non-contiguous entries");
-                }
-                let prev_term = if i == 0 {
-                    m.log_term
-                } else {
-                    m.entries[i - 1].term
-                };
-                if e.term > m.term || e.term < prev_term {
-                    return invalid("entry term out of range");
-                }
-            }
-        }
-        MessageKind::MsgSnap if m.snapshot.as_ref().is_none_or(|s| s.is_empty()) => {
-            return invalid("snapshot message without a snapshot");
-        }
-        MessageKind::MsgProp if m.entries.is_empty() => return invalid("empty proposal"),
-        MessageKind::MsgVote | MessageKind::MsgPreVote if m.term == 0 => {
-            return invalid("vote request without a term");
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 /// The public, thread-confined interface to one raft node.
@@ -270,16 +240,25 @@ impl<S: Storage> RawNode<S> {
         Ok(self.raft.apply_conf_change(cc)?)
     }
 
-    /// Feeds a message from a peer. Responses from unknown peers and
-    /// structurally malformed messages are refused. Beyond that, peers are
-    /// trusted (raft does not tolerate Byzantine faults): a message that
-    /// contradicts what this node persisted trips an assertion.
+    /// Whether `m`, from a peer, may be stepped: [`validate::message`]
+    /// (its fields) and what this node's state decides (responses only
+    /// from peers in the configuration, no commit or acknowledgement
+    /// beyond the log). A refused message must be dropped.
+    pub fn validate(&self, m: &Message) -> Result<(), Invalid> {
+        validate::message(m, self.raft.id)?;
+        validate::against_state(&self.raft, m)
+    }
+
+    /// Feeds a message from a peer. Messages [`RawNode::validate`] refuses
+    /// are not stepped (a response from an unknown peer is
+    /// `StepPeerNotFound`, anything else `InvalidMessage`). Beyond that,
+    /// peers are trusted (raft does not tolerate Byzantine faults).
     pub fn step(&mut self, m: Message) -> Result<(), Error> {
-        validate_message(&m)?;
-        if m.kind.is_response() && !self.raft.prs.progress.contains_key(&m.from) {
-            return Err(Error::StepPeerNotFound);
+        match self.validate(&m) {
+            Ok(()) => self.raft.step(m),
+            Err(Invalid::UnknownResponder(_)) => Err(Error::StepPeerNotFound),
+            Err(why) => Err(Error::InvalidMessage(why)),
         }
-        self.raft.step(m)
     }
 
     /// Requests a linearizable read; a `ReadState` with `context` comes out

@@ -93,8 +93,13 @@ impl<S: Storage> RaftLog<S> {
         }
     }
 
+    /// Whether entry `i` is in the log (or is its compaction point) with
+    /// `term`. An index outside the log never matches, even with term 0
+    /// (`term` answers 0 there): a peer's append or snapshot beyond our
+    /// log must not pass the consistency check.
     pub fn match_term(&self, i: u64, term: u64) -> bool {
-        self.term(i).is_ok_and(|t| t == term)
+        let in_log = i <= self.last_index() && i + 1 >= self.first_index();
+        in_log && self.term(i).is_ok_and(|t| t == term)
     }
 
     /// Whether a log ending at (`last_index`, `term`) is at least as up to

@@ -194,7 +194,10 @@ impl Progress {
         if self.next_idx.saturating_sub(1) != rejected {
             return false; // stale: not the probe we are waiting for
         }
-        self.next_idx = rejected.min(match_hint + 1).max(self.matched + 1).max(1);
+        self.next_idx = rejected
+            .min(match_hint.saturating_add(1))
+            .max(self.matched + 1)
+            .max(1);
         self.probe_sent = false;
         true
     }

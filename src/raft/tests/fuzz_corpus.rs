@@ -1,11 +1,13 @@
-//! Replays the committed fuzz corpus (`fuzz/corpus/raft_step/*`) through the
-//! same entry point as the fuzz target, so a regression fails `cargo test`.
+//! Replays the committed fuzz corpora (`fuzz/corpus/raft_step/*`,
+//! `fuzz/corpus/peer_messages/*`) through the same entry points as the fuzz
+//! targets, so a regression fails `cargo test`.
 //! Inputs that once found a bug live in `tests/regressions/` and are
 //! replayed by name below.
 
 use std::path::Path;
 
 use concord_raft::harness::fuzz_check;
+use concord_raft::peer_fuzz::peer_messages_check;
 
 fn replay_dir(dir: &Path) -> usize {
     let mut files: Vec<_> = match std::fs::read_dir(dir) {
@@ -24,6 +26,33 @@ fn replay_dir(dir: &Path) -> usize {
         }
     }
     files.len()
+}
+
+/// A hostile peer's messages against a running node (`peer_messages`):
+/// no panic, committed state never changes.
+#[test]
+fn peer_messages_corpus_replays_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/peer_messages");
+    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(e) => panic!("cannot read corpus {}: {e}", dir.display()),
+    };
+    files.sort();
+    for path in &files {
+        let data = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Err(v) = peer_messages_check(&data) {
+            panic!(
+                "corpus input {} fails: {v}\nreplay: cargo fuzz run -s none peer_messages {}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    assert!(
+        files.len() >= 20,
+        "expected a seed corpus of a few dozen inputs, found {}",
+        files.len()
+    );
 }
 
 #[test]

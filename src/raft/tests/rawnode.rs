@@ -233,7 +233,7 @@ fn candidate_learns_commit_from_vote_rejection() {
         ..Message::default()
     };
     // A commit claim for an entry we hold with another term is ignored.
-    n.step(rejection(3, 9)).expect("step");
+    n.step(rejection(3, 1)).expect("step");
     assert_eq!(n.status().commit, 1);
     n.step(rejection(3, 2)).expect("step");
     assert_eq!(n.status().commit, 3);
