@@ -61,16 +61,7 @@ impl Credentials {
 #[cfg(not(madsim))]
 fn cert_cn<T>(request: &tonic::Request<T>) -> Option<String> {
     let certs = request.peer_certs()?;
-    let first = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|a| a.as_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    Some(cn)
+    crate::tls::common_name(certs.first()?.as_ref())
 }
 
 #[cfg(madsim)]

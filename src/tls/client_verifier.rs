@@ -55,12 +55,7 @@ impl ClientVerifier {
             rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
         })?;
         if !self.allowed_cn.is_empty() {
-            let cn = parsed
-                .subject()
-                .iter_common_name()
-                .next()
-                .and_then(|a| a.as_str().ok())
-                .unwrap_or_default();
+            let cn = super::subject_common_name(&parsed);
             if !self.allowed_cn.iter().any(|a| a == cn) {
                 return Err(rustls::Error::General(format!(
                     "CommonName authentication failed (got {cn:?})"

@@ -281,6 +281,22 @@ impl TlsIdentity {
     }
 }
 
+/// A certificate subject's first common name ("" without one, as Go's
+/// `Subject.CommonName`).
+pub fn subject_common_name<'a>(cert: &'a x509_parser::certificate::X509Certificate<'_>) -> &'a str {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .unwrap_or_default()
+}
+
+/// The common name of a DER certificate; `None` if it does not parse.
+pub fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(subject_common_name(&cert).to_string())
+}
+
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Handshakes in progress at once per listener; beyond them, connections
