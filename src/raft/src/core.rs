@@ -1803,22 +1803,9 @@ impl<S: Storage> Raft<S> {
 }
 
 fn assert_conf_states_equivalent(want: &ConfState, got: &ConfState) {
-    let norm = |cs: &ConfState| {
-        let mut cs = cs.clone();
-        for v in [
-            &mut cs.voters,
-            &mut cs.learners,
-            &mut cs.voters_outgoing,
-            &mut cs.learners_next,
-        ] {
-            v.sort_unstable();
-            v.dedup();
-        }
-        cs
-    };
     assert_eq!(
-        norm(want),
-        norm(got),
+        want.normalized(),
+        got.normalized(),
         "restored conf state differs from the stored one"
     );
 }

@@ -82,6 +82,22 @@ pub struct ConfState {
 }
 
 impl ConfState {
+    /// The same configuration with each ID list sorted and deduplicated:
+    /// two configurations are equivalent when these are equal.
+    pub(crate) fn normalized(&self) -> ConfState {
+        let mut cs = self.clone();
+        for v in [
+            &mut cs.voters,
+            &mut cs.learners,
+            &mut cs.voters_outgoing,
+            &mut cs.learners_next,
+        ] {
+            v.sort_unstable();
+            v.dedup();
+        }
+        cs
+    }
+
     /// A simple configuration of voters only.
     pub fn from_voters(voters: impl IntoIterator<Item = u64>) -> ConfState {
         let mut v: Vec<u64> = voters.into_iter().collect();

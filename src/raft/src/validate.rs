@@ -266,21 +266,8 @@ pub fn conf_state(cs: &ConfState) -> Result<(), String> {
         return Err("node ID 0".into());
     }
     let (cfg, _) = confchange::restore(cs, 1, 1, 0).map_err(|e| e.to_string())?;
-    let norm = |cs: &ConfState| {
-        let mut cs = cs.clone();
-        for v in [
-            &mut cs.voters,
-            &mut cs.learners,
-            &mut cs.voters_outgoing,
-            &mut cs.learners_next,
-        ] {
-            v.sort_unstable();
-            v.dedup();
-        }
-        cs
-    };
     let got = cfg.to_conf_state();
-    if norm(cs) != got {
+    if cs.normalized() != got {
         return Err(format!(
             "restores as {}",
             crate::message::describe_conf_state(&got)
